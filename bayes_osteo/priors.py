@@ -182,17 +182,24 @@ class NormalMixture:
             return sigma_unit**2 / self.var()
         if method != "elir":
             raise ValueError(f"method must be 'elir' or 'moment'; got {method!r}")
-        # E_p[i(x)] with i(x) = -d2/dx2 log p(x), by quadrature on a fine grid.
-        lo = float(np.min(self.means - 10 * self.sds))
-        hi = float(np.max(self.means + 10 * self.sds))
-        x = np.linspace(lo, hi, 20001)
-        comp = self.weights * stats.norm.pdf(x[:, None], self.means, self.sds)
-        p = comp.sum(1)
-        d1 = (comp * (-(x[:, None] - self.means) / self.sds**2)).sum(1)
-        d2 = (comp * (((x[:, None] - self.means) ** 2 - self.sds**2) / self.sds**4)).sum(1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            info = np.where(p > 0, -(d2 / p - (d1 / p) ** 2), 0.0)
-        return float(np.trapezoid(info * p, x) * sigma_unit**2)
+        # E_p[i(x)] with i(x) = -d2/dx2 log p(x). Integrating by parts, E_p[i] = int p (d/dx log p)^2
+        # dx (the location Fisher information of p): a non-negative integrand, evaluated with
+        # responsibilities (stable in the tails) by the trapezoid rule on the union of a global
+        # grid and a grid of +-12 SD around every component (so a narrow component next to a
+        # wide one is resolved; relative error < 1e-6 against adaptive quadrature).
+        pos = self.weights > 0
+        w, mu, sd = self.weights[pos], self.means[pos], self.sds[pos]
+        lo = float(np.min(mu - 12 * sd))
+        hi = float(np.max(mu + 12 * sd))
+        local = (mu[:, None] + sd[:, None] * np.linspace(-12, 12, 1201)).ravel()
+        x = np.unique(np.r_[np.linspace(lo, hi, 4001), local])
+        z = (x[:, None] - mu) / sd
+        logc = np.log(w / sd) - 0.5 * z * z - 0.5 * math.log(2 * math.pi)
+        from scipy.special import logsumexp
+
+        logp = logsumexp(logc, axis=1)
+        score = (np.exp(logc - logp[:, None]) * (-z / sd)).sum(1)
+        return float(np.trapezoid(np.exp(logp) * score**2, x) * sigma_unit**2)
 
     # -- serialisation and PyMC ----------------------------------------------------------------
     def to_dict(self) -> dict:

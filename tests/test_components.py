@@ -1,0 +1,208 @@
+"""Building blocks: the Cox partial-likelihood kernel/Op and the piecewise exposures.
+
+Independent answers: closed forms (Therneau & Grambsch, REFERENCES.md), statsmodels PHReg's
+log-likelihood and score, finite differences, a brute-force loop over risk sets written from
+the definition (for weighted Efron, which statsmodels does not implement), and row replication
+(integer Breslow weights).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+import pytest
+import statsmodels.api as sm
+
+from bayes_osteo.components import (
+    RISK_KEYS,
+    CoxPartialLogLik,
+    cox_loglik_terms,
+    cox_partial_loglik,
+    cox_risk_structure,
+    default_cut_points,
+    piecewise_exposure,
+    random_walk,
+)
+
+TIME = np.array([1, 1, 6, 6, 8, 9.0])
+STATUS = np.array([1, 0, 1, 1, 0, 1])
+XC = np.array([1, 1, 1, 0, 0, 0.0])
+
+
+def closed_form(b, ties):
+    r = np.exp(b)
+    if ties == "breslow":
+        return 2 * b - (np.log(3 * r + 3) + 2 * np.log(r + 3))
+    return 2 * b - (np.log(3 * r + 3) + np.log((r + 5) / 2) + np.log(r + 3))
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+def test_closed_form_loglik_and_score(ties):
+    st = cox_risk_structure(TIME, STATUS)
+    for b in (-1.0, 0.0, 0.7, 1.5, 3.0):
+        ll, g = cox_partial_loglik(b * XC, st, ties=ties)
+        assert ll == pytest.approx(closed_form(b, ties), abs=1e-12)
+        h = 1e-6
+        fd = (closed_form(b + h, ties) - closed_form(b - h, ties)) / (2 * h)
+        assert g @ XC == pytest.approx(fd, abs=1e-7)
+
+
+@pytest.mark.parametrize("ties, mle", [("breslow", np.log(1.5 + np.sqrt(33) / 2)), ("efron", 1.676857)])
+def test_closed_form_score_zero_at_mle(ties, mle):
+    st = cox_risk_structure(TIME, STATUS)
+    _, g = cox_partial_loglik(mle * XC, st, ties=ties)
+    # Efron's MLE is published to 6 decimals; the score's slope there is ~ -0.5 -> |score| < 1e-6
+    assert abs(g @ XC) < 1e-6
+
+
+def heavy_ties(seed, n=300, p=3, n_strata=3, entry=False):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p))
+    t = rng.integers(1, 12, n).astype(float)        # 11 distinct times -> heavy ties
+    d = rng.integers(0, 2, n)
+    s = rng.integers(0, n_strata, n)
+    ent = None
+    if entry:  # non-integer entries: statsmodels counts entry == t as at risk, R (and we) do not
+        ent = np.where(rng.random(n) < 0.5, rng.integers(0, 6, n) + 0.5, 0.0)
+        ent = np.minimum(ent, t - 0.5)
+    return X, t, d, s, ent
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("use_strata", [False, True])
+@pytest.mark.parametrize("use_entry", [False, True])
+def test_agrees_with_statsmodels_loglik_and_score(ties, seed, use_strata, use_entry):
+    X, t, d, s, ent = heavy_ties(seed, entry=use_entry)
+    strata = s if use_strata else None
+    st = cox_risk_structure(t, d, None, strata, ent)
+    mod = sm.PHReg(t, X, status=d, ties=ties, strata=strata, entry=ent)
+    for b in (np.zeros(3), np.array([0.4, -0.8, 0.2]), np.array([-1.5, 1.0, 2.0])):
+        ll, g = cox_partial_loglik(X @ b, st, ties=ties)
+        assert ll == pytest.approx(mod.loglike(b), rel=1e-12, abs=1e-9)
+        np.testing.assert_allclose(X.T @ g, mod.score(b), rtol=1e-10, atol=1e-9)
+
+
+def brute_force(eta, t, d, w, s, ent, ties):
+    """Weighted partial likelihood from the definition (R coxph's weighted Efron)."""
+    ll = 0.0
+    for stratum in np.unique(s):
+        m = s == stratum
+        for u in np.unique(t[m & (d == 1)]):
+            risk = m & (t >= u) & (ent < u)
+            dead = m & (t == u) & (d == 1)
+            R = np.sum(w[risk] * np.exp(eta[risk]))
+            Rd = np.sum(w[dead] * np.exp(eta[dead]))
+            k = dead.sum()
+            W = w[dead].sum()
+            ll += np.sum(w[dead] * eta[dead])
+            if ties == "breslow":
+                ll -= W * np.log(R)
+            else:
+                ll -= W / k * np.sum(np.log(R - np.arange(k) / k * Rd))
+    return ll
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+def test_weights_strata_tied_entry_vs_definition_and_finite_differences(ties):
+    rng = np.random.default_rng(7)
+    n = 150
+    X, t, d, s, _ = heavy_ties(7, n=n)
+    ent = np.where(rng.random(n) < 0.5, rng.integers(0, 6, n).astype(float), 0.0)
+    ent = np.minimum(ent, t - 1)  # entries tied with event times (R: not at risk at t == entry)
+    w = rng.uniform(0.3, 3.0, n)
+    eta = X @ np.array([0.5, -0.3, 0.9])
+    st = cox_risk_structure(t, d, w, s, ent)
+    ll, g = cox_partial_loglik(eta, st, ties=ties)
+    assert ll == pytest.approx(brute_force(eta, t, d, w, s, ent, ties), rel=1e-12)
+    h = 1e-6
+    fd = np.array([(cox_partial_loglik(eta + h * e, st, ties=ties)[0]
+                    - cox_partial_loglik(eta - h * e, st, ties=ties)[0]) / (2 * h) for e in np.eye(n)])
+    np.testing.assert_allclose(g, fd, atol=1e-6)  # central differences: O(h^2) + rounding ~1e-8
+
+
+def test_breslow_integer_weights_equal_row_replication():
+    X, t, d, s, _ = heavy_ties(11, n=120)
+    w = np.random.default_rng(11).integers(1, 4, 120)
+    b = np.array([0.3, -0.6, 0.1])
+    rep = np.repeat(np.arange(120), w)
+    mod = sm.PHReg(t[rep], X[rep], status=d[rep], ties="breslow", strata=s[rep])
+    ll, g = cox_partial_loglik(X @ b, cox_risk_structure(t, d, w, s), ties="breslow")
+    assert ll == pytest.approx(mod.loglike(b), rel=1e-12)
+    np.testing.assert_allclose(X.T @ g, mod.score(b), rtol=1e-10)
+
+
+def test_constant_weights_scale_the_efron_score():
+    X, t, d, s, _ = heavy_ties(5)
+    eta = X @ np.array([0.2, 0.1, -0.4])
+    _, g1 = cox_partial_loglik(eta, cox_risk_structure(t, d, None, s), ties="efron")
+    _, g3 = cox_partial_loglik(eta, cox_risk_structure(t, d, np.full(t.size, 3.0), s), ties="efron")
+    np.testing.assert_allclose(g3, 3 * g1, rtol=1e-12)
+
+
+def test_contributions_sum_to_loglik_and_are_zero_for_censored():
+    X, t, d, s, _ = heavy_ties(4)
+    eta = X @ np.array([0.2, 0.1, -0.4])
+    st = cox_risk_structure(t, d, None, s)
+    for ties in ("breslow", "efron"):
+        ll, _, c = cox_partial_loglik(eta, st, ties=ties, contributions=True)
+        assert c.sum() == pytest.approx(ll, rel=1e-12)
+        assert np.all(c[d == 0] == 0)
+    terms = cox_loglik_terms(np.vstack([eta, 2 * eta]), st, ties="efron")
+    assert terms.shape == (2, t.size)
+
+
+def test_large_linear_predictor_is_stable():
+    X, t, d, s, _ = heavy_ties(9)
+    eta = 400.0 * X[:, 0]  # exp(eta) overflows without the max shift
+    ll, g = cox_partial_loglik(eta, cox_risk_structure(t, d), ties="efron")
+    assert np.isfinite(ll) and np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("mode", ["NUMBA", "FAST_COMPILE"])
+def test_op_value_and_gradient_in_pytensor(mode):
+    X, t, d, s, ent = heavy_ties(2, entry=True)
+    st = cox_risk_structure(t, d, None, s, ent)
+    beta = pt.dvector("beta")
+    op = CoxPartialLogLik("efron", True)
+    ll = op(pt.dot(pt.as_tensor(X), beta), *(pt.as_tensor(st[k]) for k in RISK_KEYS))[0]
+    f = pytensor.function([beta], [ll, pytensor.grad(ll, beta)], mode=mode)
+    b = np.array([0.4, -0.8, 0.2])
+    val, grad = f(b)
+    mod = sm.PHReg(t, X, status=d, ties="efron", strata=s, entry=ent)
+    assert float(val) == pytest.approx(mod.loglike(b), rel=1e-12)
+    np.testing.assert_allclose(grad, mod.score(b), rtol=1e-10)
+
+
+def test_op_verify_grad():
+    X, t, d, s, _ = heavy_ties(3, n=60)
+    st = cox_risk_structure(t, d, None, s)
+    consts = [pt.as_tensor(st[k]) for k in RISK_KEYS]
+    rng = np.random.default_rng(0)
+    pytensor.gradient.verify_grad(lambda eta: CoxPartialLogLik("efron")(eta, *consts)[0],
+                                  [rng.normal(size=60)], rng=rng)
+
+
+def test_piecewise_exposure():
+    time = np.array([0.5, 2.0, 3.5, 10.0])
+    entry = np.array([0.0, 0.0, 1.5, 2.5])
+    E, j = piecewise_exposure(time, [1.0, 2.0, 3.0], entry)
+    np.testing.assert_allclose(E.sum(1), time - entry)
+    np.testing.assert_allclose(E[3], [0, 0, 0.5, 7.0])
+    assert j.tolist() == [0, 1, 3, 3]   # (1, 2] holds 2.0: right-closed intervals
+
+
+def test_default_cut_points_are_event_quantiles():
+    t = np.arange(1, 101, dtype=float)
+    c = default_cut_points(t, np.ones(100), 4)
+    np.testing.assert_allclose(c, np.quantile(t, [0.25, 0.5, 0.75]))
+    assert default_cut_points(t, np.ones(100), 1).size == 0
+
+
+def test_random_walk_centred():
+    with pm.Model(coords={"interval": list("abcd")}):
+        rw = random_walk("g", 1.0, "interval", center=True)
+        draws = pm.draw(rw, 50, random_seed=1)
+    np.testing.assert_allclose(draws.mean(axis=1), 0, atol=1e-12)
