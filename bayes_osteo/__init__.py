@@ -15,7 +15,7 @@ from .bridge import (
 from .cox import CoxModel, kaplan_meier, logrank
 from .data import DataValidationError, StudyEstimates, SurvivalData
 from .ipd import reconstruct_ipd
-from .ipd_meta import IPDMetaAnalysis, ipd_meta
+from .ipd_model import IPDMetaAnalysis, ipd_meta
 from .meta import MetaAnalysis
 from .priors import NormalMixture, Prior, prior_from_hr_interval
 from .propensity import PropensityScore

@@ -1,4 +1,4 @@
-"""Tests for bayes_osteo.ipd_meta: one-stage Bayesian IPD meta-analysis."""
+"""Tests for bayes_osteo.ipd_model: one-stage Bayesian IPD meta-analysis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy import stats
 from test_ipd import cox, reconstruct_trial, simulate_trial
 
 import bayes_osteo as bo
-from bayes_osteo.ipd_meta import IPDMetaAnalysis, stack_studies
+from bayes_osteo.ipd_model import IPDMetaAnalysis, stack_studies
 
 VAGUE = {"log_hr": bo.Prior("Normal", mu=0, sigma=100),
          "log_baseline_level": bo.Prior("Normal", mu=0, sigma=100)}
