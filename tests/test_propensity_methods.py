@@ -102,13 +102,14 @@ def targets(cohort):
 
 # -- balance -------------------------------------------------------------------------------------
 def test_balance_table_on_the_bundled_cohort(cohort):
-    """The SIMULATED cohort (n = 125) is strongly confounded (|SMD| up to ~0.8 before).
+    """The SIMULATED cohort (n = 125) is confounded (|SMD| up to ~0.4 before adjustment).
 
-    Every |SMD| <= 0.1 after matching and weighting does NOT hold at n = 125: ~38 matched pairs and
-    an IPTW effective size of ~80 leave chance imbalances of SD ~ sqrt(2/38) = 0.23 per covariate,
-    as in a randomised trial of that size (over 40 cohorts from the generator the median max|SMD|
-    was 0.22 after matching and 0.23 after IPTW). The criterion is met in a large cohort from the
-    same generator (next test). Here: the table is right and the strong imbalances shrink.
+    After IPTW (ATE) every |SMD| <= 0.1 (the score model is correctly specified: the generator's
+    selection is logistic). After 1:1 matching (0.2-SD caliper, ~49 pairs) every |SMD| <= 0.1 does
+    NOT hold: age stays at ~0.25. With ~49 pairs the chance imbalance per covariate has SD
+    ~ sqrt(2/49) = 0.2, as in a randomised trial of that size; tighter calipers, replacement and
+    Mahalanobis matching within the caliper were tried and do not remove it (they drop more pairs).
+    The criterion is met in a large cohort from the same generator (next test).
     """
     _, _, ps = cohort
     bal = ps.balance()
@@ -119,6 +120,7 @@ def test_balance_table_on_the_bundled_cohort(cohort):
     X, t = ps.design.balance_X, ps.t
     np.testing.assert_allclose(bal["smd_before"], standardized_differences(X, t))
     np.testing.assert_allclose(bal["smd_after_iptw"], standardized_differences(X, t, ps.weights()))
+    assert bal["smd_after_iptw"].abs().max() <= 0.1
     strong = bal["smd_before"].abs() > 0.25
     assert strong.sum() >= 3
     for col in ("smd_after_matching", "smd_after_stratification", "smd_after_iptw"):
@@ -157,7 +159,10 @@ def test_all_four_methods_run_and_cover_their_targets(cohort, analyses, targets)
         tab = bo.summarize.hazard_ratios(dt)
         row = tab.loc[TRT]
         target = float(np.exp(targets[method]))
-        assert row["ci_low"] < target < row["ci_high"], (method, target, row.to_dict())
+        # the target is itself an n = 8000 estimate with sampling SD ~0.03 on the log scale
+        # (fixture docstring): allow 2 of those SDs beyond the 95% credible interval
+        slack = np.exp(2 * 0.03)
+        assert row["ci_low"] / slack < target < row["ci_high"] * slack, (method, target, row.to_dict())
         assert dt["posterior"].sizes["draw"] == 2 * FIT["draws"]
         assert dt["propensity"].sizes["ps_draw"] == 2
         assert dt.attrs["method"] == method and dt.attrs["n_ps_draws"] == 2
