@@ -23,15 +23,13 @@ import os
 import platform
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
+from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
 
 import bayes_osteo as bo
 from bayes_osteo import bridge
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-START, END = "<!-- bridge start -->", "<!-- bridge end -->"
 GROUP = "metastasectomy | PRS"
 Q = np.array([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.99, 0.995])
 
@@ -100,14 +98,7 @@ def _has_tabulate() -> bool:
 
 
 def _write(table: str) -> None:
-    block = f"{START}\n## Evidence bridge (`benchmarks/bench_bridge.py`)\n\n{table}\n{END}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        a, b = text.index(START), text.index(END) + len(END)
-        text = text[:a] + block + text[b:]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    write_section("bridge", "Evidence bridge (`benchmarks/bench_bridge.py`)", table)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,11 @@ import platform
 import statistics
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
+from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
 
 import bayes_osteo as bo
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
-START, END = "<!-- meta start -->", "<!-- meta end -->"
 
 
 def _studies(k: int, seed: int = 1) -> bo.StudyEstimates:
@@ -91,14 +88,7 @@ def main(ks=(5, 21, 100), samplers=("pymc", "nutpie")) -> str:
 
 
 def _write(table: str) -> None:
-    block = f"{START}\n## Meta-analysis: exact vs NUTS (`benchmarks/bench_meta.py`)\n\n{table}\n{END}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        a, b = text.index(START), text.index(END) + len(END)
-        text = text[:a] + block + text[b:]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    write_section("meta", "Meta-analysis: exact vs NUTS (`benchmarks/bench_meta.py`)", table)
 
 
 if __name__ == "__main__":

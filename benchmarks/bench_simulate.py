@@ -20,13 +20,11 @@ import argparse
 import os
 import platform
 import time
-from pathlib import Path
+
+from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
 
 import bayes_osteo as bo
 from bayes_osteo import sim_engine
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
-START, END = "<!-- simulate start -->", "<!-- simulate end -->"
 
 
 def _timed(label: str, n: int, fn) -> dict:
@@ -77,14 +75,7 @@ def main(n_sims: int = 60, n_no_reuse: int = 3, n_patients: int = 60) -> str:
 
 
 def _write(table: str) -> None:
-    block = f"{START}\n## Simulation engine (`benchmarks/bench_simulate.py`)\n\n{table}\n{END}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        a, b = text.index(START), text.index(END) + len(END)
-        text = text[:a] + block + text[b:]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    write_section("simulate", "Simulation engine (`benchmarks/bench_simulate.py`)", table)
 
 
 if __name__ == "__main__":
