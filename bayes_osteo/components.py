@@ -45,6 +45,7 @@ from .priors import create
 
 __all__ = [
     "CoxPartialLogLik",
+    "CoxPartialLogLikX",
     "cox_partial_loglik",
     "cox_risk_structure",
     "cox_loglik_terms",
@@ -58,7 +59,7 @@ __all__ = [
 
 #: Names (and order) of the risk-structure arrays the partial-likelihood Op takes after ``eta``.
 RISK_KEYS = ("order", "time_sorted", "event_sorted", "weight_sorted", "stratum_sorted",
-             "entry_order", "entry_sorted", "entry_stratum_sorted")
+             "group_start", "entry_order", "entry_sorted", "entry_stratum_sorted")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,13 +69,17 @@ def cox_risk_structure(time, event, weights=None, strata=None, entry=None) -> di
     """Sorted arrays that define the risk sets (the data of :class:`CoxPartialLogLik`).
 
     All arrays have length ``n``, so a compiled model can take a new data set of the same size.
+    When the rows are already sorted by (stratum, time), ``order`` is the identity and the Op
+    built with ``presorted=True`` skips the permutation entirely (what :class:`CoxModel` does).
 
     Returns
     -------
     dict
-        ``order`` (permutation sorting by stratum then time), ``time_sorted``,
-        ``event_sorted``, ``weight_sorted``, ``stratum_sorted``, ``entry_order`` (permutation
-        sorting by stratum then entry time), ``entry_sorted``, ``entry_stratum_sorted``.
+        ``order`` (permutation sorting by stratum then time, stable), ``time_sorted``,
+        ``event_sorted``, ``weight_sorted``, ``stratum_sorted``, ``group_start`` (1 at the first
+        sorted row of each (stratum, time) tie group, else 0), ``entry_order`` (positions in the
+        sorted rows, ordered by stratum then entry time), ``entry_sorted``,
+        ``entry_stratum_sorted``.
     """
     time = np.asarray(time, float)
     n = time.shape[0]
@@ -83,125 +88,163 @@ def cox_risk_structure(time, event, weights=None, strata=None, entry=None) -> di
     strata = np.zeros(n, np.int64) if strata is None else np.asarray(strata, np.int64)
     entry = np.zeros(n) if entry is None else np.asarray(entry, float)
     order = np.lexsort((time, strata)).astype(np.int64)
-    eorder = np.lexsort((entry, strata)).astype(np.int64)
+    t_s, s_s, e_sorted_rows = time[order], strata[order], entry[order]
+    gstart = np.ones(n, np.int64)
+    if n > 1:
+        gstart[1:] = ((t_s[1:] != t_s[:-1]) | (s_s[1:] != s_s[:-1])).astype(np.int64)
+    eorder = np.lexsort((e_sorted_rows, s_s)).astype(np.int64)   # positions in the sorted rows
     return {
         "order": order,
-        "time_sorted": time[order],
+        "time_sorted": t_s,
         "event_sorted": event[order],
         "weight_sorted": weights[order],
-        "stratum_sorted": strata[order],
+        "stratum_sorted": s_s,
+        "group_start": gstart,
         "entry_order": eorder,
-        "entry_sorted": entry[eorder],
-        "entry_stratum_sorted": strata[eorder],
+        "entry_sorted": e_sorted_rows[eorder],
+        "entry_stratum_sorted": s_s[eorder],
     }
 
 
 # ---------------------------------------------------------------------------------------------
 # The kernel (numba): value, gradient and per-event contributions in O(n)
 # ---------------------------------------------------------------------------------------------
+_TWO_500 = 2.0 ** 500
+_TWO_M500 = 2.0 ** -500
+_LN2 = float(np.log(2.0))
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _cox_kernel(eta, order, t_s, d_s, w_s, s_s, eorder, e_s, es_s, efron, use_entry, want_contrib):
-    # Few allocations on purpose: at n = 1e5 fresh arrays (page faults, zeroing) cost more
-    # than the arithmetic. Work arrays: r (risk weights, sorted), ga (a_g at the first
-    # position of each tie group, then reused), gb (Efron b_g at event positions), grad.
+def _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron, use_entry,
+                       want_contrib):
+    """Value and gradient for ``eta`` in SORTED row order (all inputs sorted by stratum, time).
+
+    Two streaming passes and no gathers: a backward pass accumulates the shifted risk-set
+    totals (restarting at stratum boundaries) and closes each tie group at its first row; a
+    forward pass accumulates ``A`` and writes the gradient in place of the risk weights.
+    No fastmath: the max shift and the exact order of the sums are what keep it stable.
+    """
     n = eta.shape[0]
     shift = -np.inf
     for i in range(n):
-        if eta[i] > shift:
-            shift = eta[i]
-    r = np.empty(n)
+        shift = max(shift, eta[i])
+    if n == 0:
+        shift = 0.0
+    r = np.empty(n)            # risk weights w exp(eta - shift); overwritten by the gradient
+    ga = np.empty(n)           # a_g at the first row of each tie group (0 elsewhere)
+    gb = np.empty(n if efron else 0)          # Efron b_g at the first row of each group
+    gc = np.empty(n if want_contrib else 0)   # per-event share of log R at each group start
+    for i in range(n):
+        r[i] = w_s[i] * np.exp(eta[i] - shift)
     ll = 0.0
-    for q in range(n):
-        e = eta[order[q]]
-        r[q] = w_s[q] * np.exp(e - shift)
-        if d_s[q] > 0:
-            ll += w_s[q] * e
-    re = np.empty(n if use_entry else 0)
-    if use_entry:  # risk weights in entry-sorted order
-        grad_tmp = np.empty(n)
-        for q in range(n):
-            grad_tmp[order[q]] = r[q]
-        for p in range(n):
-            re[p] = grad_tmp[eorder[p]]
-    ga = np.zeros(n)
-    gb = np.zeros(n if efron else 0)
-    contrib = np.zeros(n if want_contrib else 0)   # per-subject contributions (original order)
     R = 0.0
+    Rd = 0.0
+    W = 0.0
+    m = 0
     Rentry = 0.0
-    cur = -1
-    first = True
+    P = 1.0        # product of the unit-weight risk-set totals, times 2**E2
+    E2 = 0
+    n_prod = 0
     ep = n - 1
-    k = n - 1
-    while k >= 0:
-        s = s_s[k]
-        t = t_s[k]
-        if first or s != cur:
-            first = False
-            cur = s
+    for i in range(n - 1, -1, -1):
+        s = s_s[i]
+        if i == n - 1 or s_s[i + 1] != s:  # last row of a stratum: restart the sums
             R = 0.0
             Rentry = 0.0
             if use_entry:
                 while ep >= 0 and es_s[ep] > s:
                     ep -= 1
-        j = k
-        while j - 1 >= 0 and s_s[j - 1] == s and t_s[j - 1] == t:
-            j -= 1
+        ri = r[i]
+        R += ri
+        # branch-free event bookkeeping (events are ~random along the sorted rows)
+        di = 1.0 if d_s[i] > 0 else 0.0
+        wi = w_s[i] * di
+        ll += wi * eta[i]
+        Rd += di * ri
+        W += wi
+        m += 1 if d_s[i] > 0 else 0
+        if gstart[i] == 0:
+            continue
+        # i is the first row of its tie group: the whole group is in R now
+        if m == 0:
+            ga[i] = 0.0
+            if efron:
+                gb[i] = 0.0
+            continue
+        t = t_s[i]
+        if use_entry:
+            while ep >= 0 and es_s[ep] == s and e_s[ep] >= t:
+                Rentry += r[eorder[ep]]
+                ep -= 1
+        Rrisk = R - Rentry
+        if efron and m > 1:
+            wmean = W / m
+            a = 0.0
+            b = 0.0
+            lsum = 0.0
+            for kk in range(m):
+                f = kk / m
+                den = Rrisk - f * Rd
+                lsum += np.log(den)
+                a += 1.0 / den
+                b += f / den
+            lsum += m * shift
+            ll -= wmean * lsum
+            ga[i] = wmean * a
+            gb[i] = wmean * b
+            if want_contrib:
+                gc[i] = wmean * lsum / m
+        elif W == 1.0 and not want_contrib and 1e-100 < Rrisk < 1e100:
+            # unit-weight term: fold log R into a running product (one log per call instead
+            # of one per event time); P is renormalised by exact powers of two, so it neither
+            # overflows nor loses more than ~1 ulp per factor (|error| ~ 1e-16 per event)
+            P *= Rrisk
+            n_prod += 1
+            if P > _TWO_500:
+                P *= _TWO_M500
+                E2 += 500
+            elif P < _TWO_M500:
+                P *= _TWO_500
+                E2 -= 500
+            ga[i] = 1.0 / Rrisk
+            if efron:
+                gb[i] = 0.0
+        else:
+            lr = np.log(Rrisk) + shift
+            ll -= W * lr
+            ga[i] = W / Rrisk
+            if efron:
+                gb[i] = 0.0
+            if want_contrib:   # Efron: the group's mean-weight share; Breslow: log R
+                gc[i] = W * lr if efron else lr
         Rd = 0.0
         W = 0.0
         m = 0
-        for q in range(j, k + 1):
-            R += r[q]
-            if d_s[q] > 0:
-                Rd += r[q]
-                W += w_s[q]
-                m += 1
-        if use_entry:
-            while ep >= 0 and es_s[ep] == s and e_s[ep] >= t:
-                Rentry += re[ep]
-                ep -= 1
-        if m > 0:
-            Rrisk = R - Rentry
-            if efron and m > 1:
-                wmean = W / m
-                a = 0.0
-                b = 0.0
-                lsum = 0.0
-                for kk in range(m):
-                    f = kk / m
-                    den = Rrisk - f * Rd
-                    lsum += np.log(den) + shift
-                    a += 1.0 / den
-                    b += f / den
-                ll -= wmean * lsum
-                ga[j] = wmean * a
-                share = wmean * lsum / m
-                for q in range(j, k + 1):
-                    if d_s[q] > 0:
-                        gb[q] = wmean * b
-                        if want_contrib:
-                            contrib[order[q]] = w_s[q] * eta[order[q]] - share
-            else:
-                lr = np.log(Rrisk) + shift
-                ll -= W * lr
-                ga[j] = W / Rrisk
-                if want_contrib:
-                    for q in range(j, k + 1):
-                        if d_s[q] > 0:
-                            contrib[order[q]] = w_s[q] * (eta[order[q]] - lr)
-        k = j - 1
-    # forward sweep: A(t) = cumulative a_g over tie groups of the stratum (own group included)
-    grad = np.empty(n)
+    ll -= np.log(P) + E2 * _LN2 + n_prod * shift
+    # forward pass: A = cumulative a_g of the stratum (own group included); grad in place of r
+    contrib = np.zeros(n if want_contrib else 0)
     acc = 0.0
-    for q in range(n):
-        if q == 0 or s_s[q] != s_s[q - 1]:
+    cb = 0.0
+    cc = 0.0
+    for i in range(n):
+        if i == 0 or s_s[i] != s_s[i - 1]:
             acc = 0.0
-        acc += ga[q]
-        g = w_s[q] * d_s[q] - r[q] * acc
-        if efron and d_s[q] > 0:
-            g += r[q] * gb[q]
-        grad[order[q]] = g
+        if gstart[i] != 0:
+            acc += ga[i]
+            if efron:
+                cb = gb[i]
+            if want_contrib:
+                cc = gc[i]
+        ri = r[i]
+        di = 1.0 if d_s[i] > 0 else 0.0
+        g = di * (w_s[i] + ri * cb) - ri * acc     # cb = 0 for Breslow
+        if want_contrib and d_s[i] > 0:
+            if efron:      # the group's log-denominator shared equally by its events
+                contrib[i] = w_s[i] * eta[i] - cc
+            else:
+                contrib[i] = w_s[i] * (eta[i] - cc)
+        r[i] = g
     if use_entry:
-        # add r_i * A(entry_i): A over groups with time <= entry_i in the same stratum.
+        # add r_i * A(entry_i): A over groups with time <= entry_i in the same stratum
         qq = 0
         acc = 0.0
         curs = -1
@@ -213,10 +256,12 @@ def _cox_kernel(eta, order, t_s, d_s, w_s, s_s, eorder, e_s, es_s, efron, use_en
                 while qq < n and s_s[qq] < s:
                     qq += 1
             while qq < n and s_s[qq] == s and t_s[qq] <= e_s[p]:
-                acc += ga[qq]
+                if gstart[qq] != 0:
+                    acc += ga[qq]
                 qq += 1
-            grad[eorder[p]] += re[p] * acc
-    return ll, grad, contrib
+            j = eorder[p]
+            r[j] += w_s[j] * np.exp(eta[j] - shift) * acc
+    return ll, r, contrib
 
 
 def cox_partial_loglik(eta, structure: dict, *, ties: str = "efron", use_entry: bool | None = None,
@@ -254,8 +299,33 @@ def cox_partial_loglik(eta, structure: dict, *, ties: str = "efron", use_entry: 
         use_entry = bool(np.any(structure["entry_sorted"] > 0))
     ll, grad, contrib = _cox_kernel(np.ascontiguousarray(eta, dtype=float),
                                     *(structure[k] for k in RISK_KEYS),
-                                    ties == "efron", use_entry, contributions)
+                                    ties == "efron", use_entry, contributions, False)
     return (ll, grad, contrib) if contributions else (ll, grad)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cox_kernel(eta, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron, use_entry,
+                want_contrib, presorted):
+    """:func:`_cox_kernel_sorted` for ``eta`` in the original row order (gather, then scatter).
+
+    With ``presorted`` the rows already are in (stratum, time) order and ``order`` is ignored.
+    """
+    if presorted:
+        return _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron,
+                                  use_entry, want_contrib)
+    n = eta.shape[0]
+    eta_s = np.empty(n)
+    for q in range(n):
+        eta_s[q] = eta[order[q]]
+    ll, g_s, c_s = _cox_kernel_sorted(eta_s, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s,
+                                      efron, use_entry, want_contrib)
+    grad = np.empty(n)
+    for q in range(n):
+        grad[order[q]] = g_s[q]
+    contrib = np.empty(c_s.shape[0])
+    for q in range(c_s.shape[0]):
+        contrib[order[q]] = c_s[q]
+    return ll, grad, contrib
 
 
 def _check_ties(ties: str) -> None:
@@ -284,6 +354,90 @@ class CoxPartialLogLik(Op):
     output is what :meth:`pullback` uses, so value and gradient come from one O(n) pass).
     """
 
+    __props__ = ("ties", "use_entry", "presorted")
+
+    def __init__(self, ties: str = "efron", use_entry: bool = False, presorted: bool = False):
+        _check_ties(ties)
+        self.ties = ties
+        self.use_entry = bool(use_entry)
+        self.presorted = bool(presorted)
+        super().__init__()
+
+    def make_node(self, eta, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s):
+        eta = pt.as_tensor_variable(eta)
+        order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s = _risk_inputs(
+            order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s)
+        eta = pt.cast(eta, "float64")
+        inputs = [eta, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s]
+        return Apply(self, inputs, [pt.dscalar(), pt.dvector()])
+
+    def perform(self, node, inputs, output_storage):
+        ll, grad, _ = _cox_kernel(*inputs, self.ties == "efron", self.use_entry, False,
+                                  self.presorted)
+        output_storage[0][0] = np.asarray(ll, dtype=np.float64)
+        output_storage[1][0] = grad
+
+    def infer_shape(self, node, shapes):
+        return [(), shapes[0]]
+
+    def connection_pattern(self, node):
+        return [[True, True]] + [[False, False]] * len(RISK_KEYS)
+
+    def pullback(self, inputs, outputs, cotangents):
+        g_ll, g_grad = cotangents
+        if not isinstance(g_grad.type, DisconnectedType):
+            raise NotImplementedError("CoxPartialLogLik: second derivatives are not implemented.")
+        out = [g_ll * outputs[1]]
+        out += [DisconnectedType()() for _ in RISK_KEYS]
+        return out
+
+
+def _risk_inputs(order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s):
+    """Risk-structure tensors: integers keep their integer dtype (``pm.Data`` stores int32; a
+    cast would copy five n-arrays per call), floats become float64."""
+    def as_int(x):
+        x = pt.as_tensor_variable(x)
+        return x if x.dtype in ("int32", "int64") else pt.cast(x, "int64")
+
+    def as_flt(x):
+        x = pt.as_tensor_variable(x)
+        return x if x.dtype == "float64" else pt.cast(x, "float64")
+
+    return (as_int(order), as_flt(t_s), as_flt(d_s), as_flt(w_s), as_int(s_s), as_int(gstart),
+            as_int(eorder), as_flt(e_s), as_int(es_s))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cox_kernel_x(beta, X, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron, use_entry):
+    """Fused ``eta = X beta``, partial log-likelihood and ``X' dll/deta`` (rows presorted).
+
+    Two streaming passes over ``X`` (row-major, so each pass reads it once) and no BLAS call,
+    no n x p temporary: the only O(n) work arrays are ``eta`` and the kernel's two.
+    """
+    n, p = X.shape
+    eta = np.empty(n)
+    for i in range(n):
+        acc = 0.0
+        for k in range(p):
+            acc += X[i, k] * beta[k]
+        eta[i] = acc
+    ll, g, _ = _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron,
+                                  use_entry, False)
+    gb = np.zeros(p)
+    for i in range(n):
+        gi = g[i]
+        for k in range(p):
+            gb[k] += X[i, k] * gi
+    return ll, gb
+
+
+class CoxPartialLogLikX(Op):
+    """Fused Cox partial log-likelihood of ``eta = X @ beta`` for rows presorted by (stratum,
+    time): inputs ``beta``, ``X`` (data: no gradient), then the arrays of :data:`RISK_KEYS`
+    (``order`` is not used). Outputs the log-likelihood and its gradient with respect to
+    ``beta``, so one call gives both and nutpie runs it as a single numba function.
+    """
+
     __props__ = ("ties", "use_entry")
 
     def __init__(self, ties: str = "efron", use_entry: bool = False):
@@ -292,34 +446,31 @@ class CoxPartialLogLik(Op):
         self.use_entry = bool(use_entry)
         super().__init__()
 
-    def make_node(self, eta, order, t_s, d_s, w_s, s_s, eorder, e_s, es_s):
-        eta = pt.as_tensor_variable(eta)
-        ints = [pt.as_tensor_variable(x) for x in (order, s_s, eorder, es_s)]
-        flts = [pt.as_tensor_variable(x) for x in (t_s, d_s, w_s, e_s)]
-        order, s_s, eorder, es_s = (pt.cast(x, "int64") for x in ints)
-        t_s, d_s, w_s, e_s = (pt.cast(x, "float64") for x in flts)
-        eta = pt.cast(eta, "float64")
-        inputs = [eta, order, t_s, d_s, w_s, s_s, eorder, e_s, es_s]
-        return Apply(self, inputs, [pt.dscalar(), pt.dvector()])
+    def make_node(self, beta, X, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s):
+        beta = pt.cast(pt.as_tensor_variable(beta), "float64")
+        X = pt.as_tensor_variable(X)
+        X = X if X.dtype == "float64" else pt.cast(X, "float64")
+        risk = _risk_inputs(order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s)
+        return Apply(self, [beta, X, *risk], [pt.dscalar(), pt.dvector()])
 
     def perform(self, node, inputs, output_storage):
-        ll, grad, _ = _cox_kernel(*inputs, self.ties == "efron", self.use_entry, False)
+        beta, X, _order, *risk = inputs
+        ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), *risk, self.ties == "efron",
+                               self.use_entry)
         output_storage[0][0] = np.asarray(ll, dtype=np.float64)
-        output_storage[1][0] = grad
+        output_storage[1][0] = gb
 
     def infer_shape(self, node, shapes):
         return [(), shapes[0]]
 
     def connection_pattern(self, node):
-        return [[True, True]] + [[False, False]] * 8
+        return [[True, True]] + [[False, False]] * (1 + len(RISK_KEYS))
 
     def pullback(self, inputs, outputs, cotangents):
         g_ll, g_grad = cotangents
         if not isinstance(g_grad.type, DisconnectedType):
-            raise NotImplementedError("CoxPartialLogLik: second derivatives are not implemented.")
-        out = [g_ll * outputs[1]]
-        out += [DisconnectedType()() for _ in range(8)]
-        return out
+            raise NotImplementedError("CoxPartialLogLikX: second derivatives are not implemented.")
+        return [g_ll * outputs[1]] + [DisconnectedType()() for _ in range(1 + len(RISK_KEYS))]
 
 
 def _kernel_salt() -> int:
@@ -328,14 +479,15 @@ def _kernel_salt() -> int:
     import inspect
 
     try:
-        src = inspect.getsource(_cox_kernel.py_func) + inspect.getsource(_funcify_source_marker)
+        src = (inspect.getsource(_cox_kernel.py_func) + inspect.getsource(_cox_kernel_sorted.py_func)
+               + inspect.getsource(_cox_kernel_x.py_func) + inspect.getsource(_funcify_source_marker))
     except (OSError, TypeError):  # pragma: no cover - source unavailable (frozen install)
         return 3
     return int(hashlib.sha256(src.encode()).hexdigest()[:12], 16)
 
 
 def _funcify_source_marker():  # the wrapper below is part of the cached code: keep in sync
-    return "cox_partial_loglik_numba error_model=numpy v3"
+    return "cox_partial_loglik_numba error_model=numpy presorted v4"
 
 
 _NUMBA_KERNEL_VERSION = _kernel_salt()
@@ -347,14 +499,29 @@ try:  # numba implementation for nutpie / the numba backend
     def _numba_funcify_cox(op, node=None, **kwargs):
         efron = op.ties == "efron"
         use_entry = op.use_entry
+        presorted = op.presorted
 
         @numba.njit(error_model="numpy")
-        def cox_partial_loglik_numba(eta, order, t_s, d_s, w_s, s_s, eorder, e_s, es_s):
-            ll, grad, _ = _cox_kernel(eta, order, t_s, d_s, w_s, s_s, eorder, e_s, es_s,
-                                      efron, use_entry, False)
+        def cox_partial_loglik_numba(eta, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s):
+            ll, grad, _ = _cox_kernel(eta, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s,
+                                      efron, use_entry, False, presorted)
             return np.asarray(ll), grad
 
         return cox_partial_loglik_numba, _NUMBA_KERNEL_VERSION
+
+    @register_funcify_default_op_cache_key(CoxPartialLogLikX)
+    def _numba_funcify_cox_x(op, node=None, **kwargs):
+        efron = op.ties == "efron"
+        use_entry = op.use_entry
+
+        @numba.njit(error_model="numpy")
+        def cox_partial_loglik_x_numba(beta, X, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s,
+                                       es_s):
+            ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), t_s, d_s, w_s, s_s, gstart,
+                                   eorder, e_s, es_s, efron, use_entry)
+            return np.asarray(ll), gb
+
+        return cox_partial_loglik_x_numba, _NUMBA_KERNEL_VERSION
 except ImportError:  # pragma: no cover - older PyTensor: the object-mode fallback still works
     pass
 

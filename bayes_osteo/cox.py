@@ -55,6 +55,7 @@ from .base import CI_PROB, BayesModel
 from .components import (
     RISK_KEYS,
     CoxPartialLogLik,
+    CoxPartialLogLikX,
     cox_loglik_terms,
     cox_risk_structure,
     default_cut_points,
@@ -255,8 +256,13 @@ class CoxModel(BayesModel):
                 raise ValueError(f"data_arrays: the new data's {role} levels differ from the model's.")
         out: dict[str, np.ndarray] = {}
         if self.baseline == "partial":
-            out["X"] = np.asarray(sd.X, float)
-            risk = cox_risk_structure(sd.time, sd.event, sd.weights, sd.strata, sd.entry)
+            # rows sorted ONCE by (stratum, time): the Op then streams through them with no
+            # gathers (its ``order`` is the identity); per-patient outputs are mapped back
+            # through ``_row_order`` so the user-facing order is unchanged.
+            row = _row_order(sd)
+            out["X"] = np.ascontiguousarray(sd.X[row], dtype=float)
+            risk = cox_risk_structure(*(None if a is None else np.asarray(a)[row]
+                                        for a in (sd.time, sd.event, sd.weights, sd.strata, sd.entry)))
             out.update(risk)
         else:
             xbar = sd.X.mean(axis=0)
@@ -279,12 +285,14 @@ class CoxModel(BayesModel):
             if self.time_varying:
                 z = sd.column(sd.treatment)
                 out["treated_events_per_interval"] = np.bincount(interval, weights=wd * z, minlength=J)
+        row = _row_order(sd) if self.baseline == "partial" else slice(None)
         if sd.cluster is not None:
-            out["cluster_index"] = sd.cluster.astype(np.int64)
+            out["cluster_index"] = sd.cluster.astype(np.int64)[row]
         if self._subgroup_cols or self.time_varying:
-            out["treatment_indicator"] = sd.column(sd.treatment).astype(float)
+            out["treatment_indicator"] = sd.column(sd.treatment).astype(float)[row]
         if self._subgroup_cols:
-            out["subgroup_matrix"] = np.column_stack([sd.X[:, k] for _, k in self._subgroup_cols]).astype(float)
+            out["subgroup_matrix"] = np.ascontiguousarray(
+                np.column_stack([sd.X[:, k] for _, k in self._subgroup_cols]).astype(float)[row])
         return out
 
     def build(self) -> pm.Model:
@@ -316,8 +324,12 @@ class CoxModel(BayesModel):
                 pm.Deterministic("subgroup_hr", pt.exp(slh), dims="subgroup")
             if self.baseline == "partial":
                 use_entry = sd.entry is not None and bool(np.any(sd.entry > 0))
-                op = CoxPartialLogLik(self.ties, use_entry)
-                ll = op(eta, *(data[k] for k in RISK_KEYS))[0]
+                risk = [data[k] for k in RISK_KEYS]
+                if sd.cluster is None and not self._subgroup_cols:
+                    # eta = X beta only: one fused Op (X beta, likelihood, X' grad in numba)
+                    ll = CoxPartialLogLikX(self.ties, use_entry)(log_hr, data["X"], *risk)[0]
+                else:
+                    ll = CoxPartialLogLik(self.ties, use_entry, presorted=True)(eta, *risk)[0]
                 pm.Potential("partial_loglik", ll)
             else:
                 self._build_piecewise(model, data, eta, log_hr)
@@ -411,10 +423,18 @@ class CoxModel(BayesModel):
 
     def _eta_draws(self, dt: xr.DataTree, sd: SurvivalData | None = None, max_draws=None,
                    X: np.ndarray | None = None) -> np.ndarray:
-        """Linear predictor per draw (draws x n) as in the model (piecewise: centred X)."""
+        """Linear predictor per draw (draws x n) as in the model (piecewise: centred X).
+
+        Columns in the data's own row order (the partial model's sorted rows are mapped back).
+        """
         sd = self.sd if sd is None else sd
         arr = self.data_arrays(sd)
-        Xm = arr["X"] if X is None else X
+        partial = self.baseline == "partial"
+        row = _row_order(sd) if partial else None
+        if X is None:
+            Xm = arr["X"]
+        else:               # a caller's X is in the data's row order
+            Xm = np.asarray(X, float)[row] if partial else X
         beta = self._draws(dt, "log_hr", max_draws)
         eta = beta @ Xm.T
         if sd.cluster is not None:
@@ -422,6 +442,10 @@ class CoxModel(BayesModel):
         if self._subgroup_cols:
             delta = self._draws(dt, "subgroup_delta", max_draws)
             eta = eta + arr["treatment_indicator"][None, :] * (delta @ arr["subgroup_matrix"].T)
+        if partial:
+            out = np.empty_like(eta)
+            out[:, row] = eta
+            return out
         return eta
 
     def _require_piecewise(self, what: str) -> None:
@@ -693,6 +717,12 @@ class CoxModel(BayesModel):
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+def _row_order(sd: SurvivalData) -> np.ndarray:
+    """Stable permutation sorting the rows by (stratum, time): the partial model's row order."""
+    strata = np.zeros(sd.n, np.int64) if sd.strata is None else np.asarray(sd.strata, np.int64)
+    return np.lexsort((np.asarray(sd.time, float), strata))
+
+
 def _band_frame(da: xr.DataArray, by: str | None, ci_prob: float, value: str) -> pd.DataFrame:
     S = da.to_numpy()
     q = np.quantile(S, [(1 - ci_prob) / 2, 0.5, (1 + ci_prob) / 2], axis=0)
