@@ -50,11 +50,13 @@ __all__ = [
     "PropensityScore",
     "MatchResult",
     "match_nearest",
+    "match_design",
     "ps_strata",
     "stratification_weights",
     "iptw_weights",
     "effective_sample_size",
     "standardized_differences",
+    "smd_scale",
     "restricted_cubic_spline",
     "rcs_knots",
     "OverlapWarning",
@@ -287,6 +289,31 @@ def match_nearest(logit_score: np.ndarray, treatment: np.ndarray, *, caliper: fl
                        n_control=int(co.size), replace=bool(replace))
 
 
+MATCHINGS = ("nearest", "cardinality")
+
+
+def match_design(logit_score: np.ndarray, treatment: np.ndarray, *, matching: str = "nearest",
+                 caliper: float | None = 0.2, replace: bool = False, order: str = "largest",
+                 mahalanobis: np.ndarray | None = None, balance_X: np.ndarray | None = None,
+                 balance_binary: np.ndarray | None = None, tol: float = 0.1,
+                 random_seed: Any = None) -> MatchResult:
+    """Dispatch to :func:`match_nearest` or cardinality matching (``matching="cardinality"``,
+    which needs ``balance_X``; ``replace``, ``order`` and ``mahalanobis`` do not apply to it)."""
+    if matching == "nearest":
+        return match_nearest(logit_score, treatment, caliper=caliper, replace=replace, order=order,
+                             mahalanobis=mahalanobis, random_seed=random_seed)
+    if matching == "cardinality":
+        from .cardinality import match_cardinality
+
+        if replace:
+            raise ValueError("Cardinality matching is without replacement: drop replace=True.")
+        if balance_X is None:
+            raise ValueError("Cardinality matching needs the balance covariates (balance_X).")
+        return match_cardinality(logit_score, treatment, balance_X, caliper=caliper, tol=tol,
+                                 binary=balance_binary)
+    raise ValueError(f"matching must be one of {MATCHINGS}; got {matching!r}.")
+
+
 def ps_strata(score: np.ndarray, k: int = 5) -> np.ndarray:
     """Stratum codes ``0..k-1`` at the ``k``-quantiles of the score over all subjects.
 
@@ -405,6 +432,19 @@ def _wmean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (w[:, None] * x).sum(0) / w.sum()
 
 
+def smd_scale(X: np.ndarray, treatment: np.ndarray, *, binary: np.ndarray | None = None) -> np.ndarray:
+    """The SMD denominator per column: ``sqrt((s1^2 + s0^2) / 2)`` of the unweighted full sample
+    (``p(1-p)`` variances for binary columns, detected when ``binary`` is None)."""
+    X = np.asarray(X, float)
+    X = X[:, None] if X.ndim == 1 else X
+    t = _check_t(treatment)
+    if binary is None:
+        binary = np.array([np.isin(X[:, j], (0, 1)).all() for j in range(X.shape[1])])
+    v1 = np.where(binary, X[t == 1].mean(0) * (1 - X[t == 1].mean(0)), X[t == 1].var(0, ddof=1))
+    v0 = np.where(binary, X[t == 0].mean(0) * (1 - X[t == 0].mean(0)), X[t == 0].var(0, ddof=1))
+    return np.sqrt((v1 + v0) / 2)
+
+
 def standardized_differences(X: np.ndarray, treatment: np.ndarray,
                              weights: np.ndarray | None = None, *,
                              binary: np.ndarray | None = None) -> np.ndarray:
@@ -418,11 +458,7 @@ def standardized_differences(X: np.ndarray, treatment: np.ndarray,
     X = np.asarray(X, float)
     X = X[:, None] if X.ndim == 1 else X
     t = _check_t(treatment)
-    if binary is None:
-        binary = np.array([np.isin(X[:, j], (0, 1)).all() for j in range(X.shape[1])])
-    v1 = np.where(binary, X[t == 1].mean(0) * (1 - X[t == 1].mean(0)), X[t == 1].var(0, ddof=1))
-    v0 = np.where(binary, X[t == 0].mean(0) * (1 - X[t == 0].mean(0)), X[t == 0].var(0, ddof=1))
-    var = (v1 + v0) / 2
+    var = smd_scale(X, t, binary=binary) ** 2
     w = np.ones(t.size) if weights is None else np.asarray(weights, float)
     m1 = _wmean(X[t == 1], w[t == 1])
     m0 = _wmean(X[t == 0], w[t == 0])
@@ -757,15 +793,20 @@ class PropensityScore(BayesModel):
         raise ValueError(f"distance must be 'logit' or 'mahalanobis'; got {distance!r}.")
 
     def match(self, *, caliper: float | None = 0.2, replace: bool = False, order: str = "largest",
-              distance: str = "logit", logit: np.ndarray | None = None,
-              random_seed: Any = None) -> MatchResult:
-        """Matching on the logit score (posterior mean unless ``logit`` is given): :func:`match_nearest`.
+              distance: str = "logit", matching: str = "nearest", tol: float = BALANCE_THRESHOLD,
+              logit: np.ndarray | None = None, random_seed: Any = None) -> MatchResult:
+        """1:1 matching at the posterior-mean logit score (or ``logit``).
 
-        ``distance="mahalanobis"``: Mahalanobis distance on the score covariates within the caliper.
+        ``matching="nearest"`` (default): greedy nearest neighbour, :func:`match_nearest`;
+        ``distance="mahalanobis"`` then picks the control nearest in the score covariates within
+        the caliper. ``matching="cardinality"``: the most pairs within the caliper with every
+        balance covariate's ``|SMD| <= tol``
+        (:func:`~bayes_osteo.cardinality.match_cardinality`; no replacement).
         """
-        return match_nearest(self._resolve_logit(logit), self.t, caliper=caliper, replace=replace,
-                             order=order, mahalanobis=self._mahalanobis(distance),
-                             random_seed=random_seed)
+        return match_design(self._resolve_logit(logit), self.t, matching=matching, caliper=caliper,
+                            replace=replace, order=order, mahalanobis=self._mahalanobis(distance),
+                            balance_X=self.design.balance_X, balance_binary=self.design.balance_binary,
+                            tol=tol, random_seed=random_seed)
 
     def strata(self, k: int = 5, *, logit: np.ndarray | None = None) -> np.ndarray:
         """Score strata at the ``k``-quantiles (:func:`ps_strata`)."""
@@ -788,7 +829,8 @@ class PropensityScore(BayesModel):
 
     def balance(self, methods: Sequence[str] = ("matching", "stratification", "iptw"), *,
                 estimand: str = "ATE", caliper: float | None = 0.2, replace: bool = False,
-                distance: str = "logit", k: int = 5, stabilize: bool = True, trim: float | None = None,
+                distance: str = "logit", matching: str = "nearest", k: int = 5,
+                stabilize: bool = True, trim: float | None = None,
                 truncate: float | None = None, logit: np.ndarray | None = None) -> pd.DataFrame:
         """Standardised mean differences per covariate, before and after each adjustment.
 
@@ -806,10 +848,10 @@ class PropensityScore(BayesModel):
         attrs: dict[str, Any] = {"threshold": BALANCE_THRESHOLD, "balanced": {}}
         for meth in methods:
             if meth == "matching":
-                m = match_nearest(lg, t, caliper=caliper, replace=replace,
-                                  mahalanobis=self._mahalanobis(distance))
+                m = self.match(caliper=caliper, replace=replace, distance=distance,
+                               matching=matching, logit=lg)
                 w = m.weights
-                attrs["matching"] = m.counts()
+                attrs["matching"] = {**m.counts(), "algorithm": matching}
             elif meth == "stratification":
                 w = stratification_weights(ps_strata(lg, k), t)
                 attrs["stratification"] = {"k": k}

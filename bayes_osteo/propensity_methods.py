@@ -56,7 +56,7 @@ from .propensity import (
     PropensityScore,
     effective_sample_size,
     iptw_weights,
-    match_nearest,
+    match_design,
     ps_strata,
     rcs_knots,
     restricted_cubic_spline,
@@ -95,7 +95,8 @@ def _outcome_frame(sd: SurvivalData) -> pd.DataFrame:
 def propensity_design(sd: SurvivalData, logit_score: np.ndarray, method: str, *,
                       treatment: str | None = None, adjust: Sequence[str] = (),
                       caliper: float | None = 0.2, replace: bool = False, order: str = "largest",
-                      match_covariates: np.ndarray | None = None,
+                      match_covariates: np.ndarray | None = None, matching: str = "nearest",
+                      balance_X: np.ndarray | None = None, balance_binary: np.ndarray | None = None,
                       k: int = 5, score_form: str = "logit", n_knots: int = 4,
                       estimand: str = "ATE", stabilize: bool = True, trim: float | None = None,
                       truncate: float | None = None) -> tuple[SurvivalData, dict]:
@@ -117,6 +118,12 @@ def propensity_design(sd: SurvivalData, logit_score: np.ndarray, method: str, *,
         Matching options (:func:`~bayes_osteo.propensity.match_nearest`).
     match_covariates : ndarray, optional
         Covariates for Mahalanobis matching within the caliper (default: nearest logit score).
+    matching : {"nearest", "cardinality"}
+        Greedy nearest-neighbour matching, or cardinality matching: the most pairs within the
+        caliper with every column of ``balance_X`` at ``|SMD| <= 0.1``
+        (:func:`~bayes_osteo.cardinality.match_cardinality`).
+    balance_X, balance_binary : ndarray, optional
+        Covariates (and which are binary) whose balance cardinality matching constrains.
     k : int
         Number of score strata.
     score_form : {"logit", "spline"}, n_knots : int
@@ -149,12 +156,13 @@ def propensity_design(sd: SurvivalData, logit_score: np.ndarray, method: str, *,
     weights = spec["weights"]
     info: dict[str, Any] = {"method": method}
     if method == "matching":
-        m = match_nearest(lg, t, caliper=caliper, replace=replace, order=order,
-                          mahalanobis=match_covariates)
+        m = match_design(lg, t, matching=matching, caliper=caliper, replace=replace, order=order,
+                         mahalanobis=match_covariates, balance_X=balance_X,
+                         balance_binary=balance_binary)
         if m.n_pairs == 0:
             raise ValueError(f"No treated subject found a control within the caliper ({caliper} SD "
                              "of the logit score); widen it or check overlap.")
-        info.update(m.counts())
+        info.update({**m.counts(), "algorithm": matching})
         keep = m.mask
         if replace or sd.weights is not None:
             w = m.weights * (1.0 if sd.weights is None else sd.weights)
@@ -235,7 +243,8 @@ def propensity_analysis(sd: SurvivalData, method: str, *, covariates: Sequence[s
                         ps_priors: Mapping[str, Any] | None = None,
                         ps_draws: str = "posterior", n_ps_draws: int = 10,
                         caliper: float | None = 0.2, replace: bool = False, order: str = "largest",
-                        distance: str = "logit", k: int = 5, score_form: str = "logit", n_knots: int = 4,
+                        distance: str = "logit", matching: str = "nearest", k: int = 5,
+                        score_form: str = "logit", n_knots: int = 4,
                         estimand: str = "ATE", stabilize: bool = True, trim: float | None = None,
                         truncate: float | None = None, adjust: Sequence[str] = (),
                         baseline: str = "partial", ties: str = "efron",
@@ -275,6 +284,10 @@ def propensity_analysis(sd: SurvivalData, method: str, *, covariates: Sequence[s
         Matching: caliper in SD of the logit score (default 0.2), with/without replacement, order
         of the greedy pass; ``distance="mahalanobis"`` picks, within the caliper, the control
         nearest in the score covariates (Rubin & Thomas 2000).
+    matching : {"nearest", "cardinality"}
+        ``"cardinality"``: instead of the greedy pass, the largest 1:1 sample within the caliper
+        whose every score covariate has ``|SMD| <= 0.1`` (Zubizarreta et al. 2014), re-paired to
+        the closest scores; without replacement.
     k : int
         Stratification: number of score quantile strata (default 5).
     score_form, n_knots :
@@ -343,7 +356,9 @@ def propensity_analysis(sd: SurvivalData, method: str, *, covariates: Sequence[s
         all_draws = ps.logit_draws()
         logits = [all_draws[i] for i in draw_idx]
     design_kw = {"treatment": treatment, "adjust": adjust, "caliper": caliper, "replace": replace,
-                 "order": order, "match_covariates": ps._mahalanobis(distance), "k": k, "score_form": score_form, "n_knots": n_knots,
+                 "order": order, "match_covariates": ps._mahalanobis(distance), "matching": matching,
+                 "balance_X": ps.design.balance_X, "balance_binary": ps.design.balance_binary,
+                 "k": k, "score_form": score_form, "n_knots": n_knots,
                  "estimand": estimand, "stabilize": stabilize, "trim": trim, "truncate": truncate}
     fits, infos, rows = [], [], []
     cox = None
@@ -392,7 +407,8 @@ def propensity_analysis(sd: SurvivalData, method: str, *, covariates: Sequence[s
     pseudo = bool(method == "iptw" or (method == "matching" and replace) or sd.weights is not None)
     options = {"method": method, "ps_draws": ps_draws, "n_ps_draws": len(logits), **design_kw,
                "adjust": list(adjust), "distance": distance}
-    del options["match_covariates"]
+    for arr in ("match_covariates", "balance_X", "balance_binary"):
+        del options[arr]
     options["estimand"] = estimand.upper()
     spec = {"model": "propensity", "options": options, "score_model": ps.spec(),
             "outcome_model": cox.spec()}

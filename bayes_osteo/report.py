@@ -537,7 +537,9 @@ def _propensity_products(res: AnalysisResult) -> None:
     if ps.result is None and "propensity_score" in res.results:
         ps.result = res.results["propensity_score"]
     _propensity_outcome_tables(res)
-    bal = _safe(notes, "balance table", ps.balance)
+    model = res.spec.raw.get("model", {})
+    bal = _safe(notes, "balance table", ps.balance, caliper=model.get("caliper", 0.2),
+                matching=model.get("matching", "nearest"))
     if bal is not None:
         res.tables["balance"] = bal
         res.figures["love"] = _safe(notes, "Love plot", plots.love, bal)

@@ -189,6 +189,8 @@ MODEL = {
         "method": F("str|list[str]", doc="matching | stratification | covariate | iptw"),
         "confounders": F("list[str]", doc="propensity-model covariates (default data.covariates)"),
         "caliper": F("float", minimum=0, doc="matching caliper, SD of the logit score"),
+        "matching": F("str", choices=("nearest", "cardinality"),
+                      doc="greedy nearest neighbour, or the most pairs with every |SMD| <= 0.1"),
         "n_strata": F("int", minimum=2, doc="stratification: number of score strata"),
         "ps_draws": F("str", choices=("posterior", "mean"), doc="propagate score draws or use the mean"),
         "n_ps_draws": F("int", minimum=1, doc="score draws (outcome fits) mixed"),
@@ -890,7 +892,8 @@ def _fit_propensity(spec: AnalysisSpec, objs: Mapping, s: Mapping, progressbar: 
     kw = _nuts_kwargs(s, progressbar)
     say(f"[bayes-osteo] propensity-score model ({len(ps.covariates)} covariates)")
     ps.fit(**kw)
-    opts = {"caliper": model.get("caliper", 0.2), "k": model.get("n_strata", 5),
+    opts = {"caliper": model.get("caliper", 0.2), "matching": model.get("matching", "nearest"),
+            "k": model.get("n_strata", 5),
             "ps_draws": model.get("ps_draws", "posterior"), "n_ps_draws": model.get("n_ps_draws", 10),
             "estimand": model.get("estimand", "ATE"), "trim": model.get("trim"),
             "adjust": model.get("adjust", ()), "baseline": model.get("baseline", "partial"),

@@ -24,20 +24,18 @@ import os
 import platform
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pymc as pm
 import pytensor
 import pytensor.tensor as pt
+from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
 
 import bayes_osteo as bo
 from bayes_osteo.components import piecewise_exposure, random_walk
 from bayes_osteo.priors import create
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-START, END = "<!-- cox start -->", "<!-- cox end -->"
 P = 10
 
 
@@ -187,17 +185,6 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join([head, sep, *body])
 
 
-def _write(text_block: str) -> None:
-    block = f"{START}\n## Cox models (`benchmarks/bench_cox.py`)\n\n{text_block}\n{END}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        a, b = text.index(START), text.index(END) + len(END)
-        text = text[:a] + block + text[b:]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
-
 def main(sizes=(125, 10_000, 100_000), samplers=("pymc", "nutpie"), draws=1000, tune=1000, chains=4,
          piecewise_n=2000) -> str:
     part = bench_partial(sizes, samplers, draws, tune, chains)
@@ -222,7 +209,7 @@ def main(sizes=(125, 10_000, 100_000), samplers=("pymc", "nutpie"), draws=1000, 
         + _md(pw),
     ])
     print(block)
-    _write(block)
+    write_section("cox", "Cox models (`benchmarks/bench_cox.py`)", block)
     return block
 
 
