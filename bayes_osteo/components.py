@@ -109,6 +109,53 @@ def cox_risk_structure(time, event, weights=None, strata=None, entry=None) -> di
 # ---------------------------------------------------------------------------------------------
 # The kernel (numba): value, gradient and per-event contributions in O(n)
 # ---------------------------------------------------------------------------------------------
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.6931471803691238       # Cody-Waite split of ln 2 (the high part is exact in k * hi)
+_LN2_LO = 1.9082149292705877e-10
+_SHIFTER = 6755399441055744.0      # 1.5 * 2**52: x + shifter rounds x to an integer (low bits)
+_SHIFTER_BITS = 0x4338000000000000  # bit pattern of _SHIFTER
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _exp_nonpos(x, out, tmp):
+    """``out[i] = exp(x[i])`` for ``x[i] <= 0``, written to vectorise (no libm call per element).
+
+    Our own code, because numba calls the scalar libm ``exp`` (~9 ns per element here, a quarter
+    of a Cox gradient at n = 10^5) unless Intel's SVML is installed. Range reduction
+    ``x = k ln2 + r`` (|r| <= ln2 / 2, Cody-Waite two-part ln 2), ``exp(r)`` by its Taylor
+    polynomial to degree 12 (truncation < 2e-17 relative), and ``2^k`` added to the exponent
+    bits. Accuracy: within 2 ulp of libm (tested). Arguments below -708 are clamped to -708
+    (``exp`` ~ 3e-308 instead of a denormal or 0): the kernel's largest term is exp(0) = 1, so
+    the absolute difference is below 1e-307. ``x``, ``out`` and ``tmp`` (workspace, length n)
+    must be distinct arrays: overlapping ones defeat the vectoriser's alias check.
+    """
+    n = x.shape[0]
+    for i in range(n):
+        xi = max(x[i], -708.0)
+        kd = xi * _LOG2E + _SHIFTER
+        k = kd - _SHIFTER
+        r = xi - k * _LN2_HI - k * _LN2_LO
+        p = 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        out[i] = p * r + 1.0
+        tmp[i] = kd
+    ob = out.view(np.int64)
+    kb = tmp.view(np.int64)
+    for i in range(n):
+        ob[i] += (kb[i] - _SHIFTER_BITS) << 52
+    return out
+
+
 _TWO_500 = 2.0 ** 500
 _TWO_M500 = 2.0 ** -500
 _LN2 = float(np.log(2.0))
@@ -134,7 +181,10 @@ def _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron
     gb = np.empty(n if efron else 0)          # Efron b_g at the first row of each group
     gc = np.empty(n if want_contrib else 0)   # per-event share of log R at each group start
     for i in range(n):
-        r[i] = w_s[i] * np.exp(eta[i] - shift)
+        ga[i] = eta[i] - shift
+    _exp_nonpos(ga, r, gb if efron else np.empty(n))   # ga, gb: workspace until the pass below
+    for i in range(n):
+        r[i] *= w_s[i]
     ll = 0.0
     R = 0.0
     Rd = 0.0
@@ -164,7 +214,27 @@ def _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron
         m += 1 if d_s[i] > 0 else 0
         if gstart[i] == 0:
             continue
-        # i is the first row of its tie group: the whole group is in R now
+        # i is the first row of its tie group: the whole group is in R now.
+        # Common case first, without a data-dependent branch (events are ~random along the rows,
+        # so "is there an event?" mispredicts): no event (factor 1, a = 0) or one unit-weight
+        # event (factor R, a = 1 / R) into the running product; see the unit-weight note below.
+        common = (m <= 1) & (W * (W - 1.0) == 0.0) & (R > 1e-100) & (R < 1e100)
+        if not use_entry and not want_contrib and common:
+            P *= R if m == 1 else 1.0
+            n_prod += m
+            ga[i] = W / R
+            if efron:
+                gb[i] = 0.0
+            if P > _TWO_500:
+                P *= _TWO_M500
+                E2 += 500
+            elif P < _TWO_M500:
+                P *= _TWO_500
+                E2 -= 500
+            Rd = 0.0
+            W = 0.0
+            m = 0
+            continue
         if m == 0:
             ga[i] = 0.0
             if efron:
@@ -479,8 +549,9 @@ def _kernel_salt() -> int:
     import inspect
 
     try:
-        src = (inspect.getsource(_cox_kernel.py_func) + inspect.getsource(_cox_kernel_sorted.py_func)
-               + inspect.getsource(_cox_kernel_x.py_func) + inspect.getsource(_funcify_source_marker))
+        src = "".join(inspect.getsource(f) for f in (
+            _exp_nonpos.py_func, _cox_kernel.py_func, _cox_kernel_sorted.py_func,
+            _cox_kernel_x.py_func, _funcify_source_marker))
     except (OSError, TypeError):  # pragma: no cover - source unavailable (frozen install)
         return 3
     return int(hashlib.sha256(src.encode()).hexdigest()[:12], 16)

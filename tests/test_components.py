@@ -249,3 +249,19 @@ def test_unit_weight_product_matches_log_sum_at_scale():
     # the weights change ll by ~1e-15 * |ll| ~ 1e-10; rounding of 35,000 terms ~1e-10
     assert ll1 == pytest.approx(ll2, rel=1e-12)
     assert np.all(np.isfinite(g1))
+
+
+def test_vectorised_exp_within_two_ulp_of_libm():
+    from bayes_osteo.components import _exp_nonpos
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([-np.abs(rng.normal(0, 30, 200_000)), -rng.uniform(0, 1e-3, 1000),
+                        [0.0, -0.0, -5e-324, -0.34657359, -0.34657360, -1.0, -700.0, -708.0]])
+    out = _exp_nonpos(x, np.empty_like(x), np.empty_like(x))
+    ref = np.exp(x)
+    ulp = np.spacing(ref)
+    assert np.all(np.abs(out - ref) <= 2 * ulp)
+    assert out[x == 0].tolist() == [1.0, 1.0]
+    # clamped below -708 (documented): tiny, positive, never above exp(-708)
+    low = _exp_nonpos(np.array([-708.5, -745.0, -1e4]), np.empty(3), np.empty(3))
+    assert np.all((low > 0) & (low <= np.exp(-708.0) * (1 + 1e-15)))
