@@ -198,8 +198,24 @@ def main(sizes=(125, 10_000, 100_000), samplers=("pymc", "nutpie"), draws=1000, 
         load = float("nan")
     env = (f"{platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} at the end "
            f"(the cores are shared: wall times are upper bounds)")
+    verdict = []
+    big = part[(part["n"] == 100_000) & (part["sampler"] == "nutpie")]
+    if len(big):
+        sec = float(big["fit wall s (incl. compile)"].iloc[0])
+        verdict.append(f"- Target: n = 10^5, p = 10, 4 x 1000 draws under 60 s on 2 cores: measured "
+                       f"{sec:.1f} s ({'met' if sec < 60 else 'NOT met'}). Sampling alone is "
+                       f"{big['gradients (all chains)'].iloc[0]} gradients x "
+                       f"{big['grad eval ms'].iloc[0]} ms over 2 cores; the gradient's own floor "
+                       "here is two passes over X (~0.6 ms each, memory-bound) plus the exp of n "
+                       "linear predictors (~0.25 ms vectorised) plus two serial O(n) scans.")
+    pwr = pw.iloc[0]
+    verdict.append(f"- Target: piecewise model >= 5x faster than the textbook model: per gradient "
+                   f"{pwr['grad ratio']}x, sampling {pwr['sampling ratio']}x, wall including "
+                   f"nutpie's compilation {pwr['wall ratio']}x (at n = {pwr['n']} the fixed "
+                   "compile cost dominates our model's wall time).")
     block = "\n\n".join([
         f"Machine: {env}.",
+        "\n".join(verdict),
         f"### Partial likelihood (Efron), fit = {chains} chains x ({tune} tune + {draws} draws), compile included\n\n"
         "nutpie rows: `nutpie.compile_pymc_model` (compile s) then `nutpie.sample` (sampling s), as "
         "`CoxModel.fit` runs them; pymc rows: `CoxModel.fit` wall time. `grad eval ms`: one "
