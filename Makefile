@@ -29,10 +29,10 @@ demo: $(STAMP)
 	$(PY) -m bayes_osteo.demo
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest --doctest-modules bayes_osteo tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" tests
+	$(PY) -m pytest -m "not slow" --doctest-modules bayes_osteo tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

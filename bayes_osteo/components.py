@@ -417,7 +417,24 @@ def cox_loglik_terms(eta_draws: np.ndarray, structure: dict, *, ties: str = "efr
 # ---------------------------------------------------------------------------------------------
 # The PyTensor Op
 # ---------------------------------------------------------------------------------------------
-class CoxPartialLogLik(Op):
+class _CoxLogLikOp(Op):
+    """What both Cox Ops share: outputs (log-likelihood, its gradient with respect to the first
+    input); every other input is data, disconnected from the gradient."""
+
+    def infer_shape(self, node, shapes):
+        return [(), shapes[0]]
+
+    def connection_pattern(self, node):
+        return [[True, True]] + [[False, False]] * (len(node.inputs) - 1)
+
+    def pullback(self, inputs, outputs, cotangents):
+        g_ll, g_grad = cotangents
+        if not isinstance(g_grad.type, DisconnectedType):
+            raise NotImplementedError(f"{type(self).__name__}: second derivatives are not implemented.")
+        return [g_ll * outputs[1]] + [DisconnectedType()() for _ in inputs[1:]]
+
+
+class CoxPartialLogLik(_CoxLogLikOp):
     """Cox partial log-likelihood Op: inputs ``eta`` then the arrays of :data:`RISK_KEYS`.
 
     Outputs the scalar log-likelihood and its gradient with respect to ``eta`` (the gradient
@@ -446,20 +463,6 @@ class CoxPartialLogLik(Op):
                                   self.presorted)
         output_storage[0][0] = np.asarray(ll, dtype=np.float64)
         output_storage[1][0] = grad
-
-    def infer_shape(self, node, shapes):
-        return [(), shapes[0]]
-
-    def connection_pattern(self, node):
-        return [[True, True]] + [[False, False]] * len(RISK_KEYS)
-
-    def pullback(self, inputs, outputs, cotangents):
-        g_ll, g_grad = cotangents
-        if not isinstance(g_grad.type, DisconnectedType):
-            raise NotImplementedError("CoxPartialLogLik: second derivatives are not implemented.")
-        out = [g_ll * outputs[1]]
-        out += [DisconnectedType()() for _ in RISK_KEYS]
-        return out
 
 
 def _risk_inputs(order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s):
@@ -501,7 +504,7 @@ def _cox_kernel_x(beta, X, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron,
     return ll, gb
 
 
-class CoxPartialLogLikX(Op):
+class CoxPartialLogLikX(_CoxLogLikOp):
     """Fused Cox partial log-likelihood of ``eta = X @ beta`` for rows presorted by (stratum,
     time): inputs ``beta``, ``X`` (data: no gradient), then the arrays of :data:`RISK_KEYS`
     (``order`` is not used). Outputs the log-likelihood and its gradient with respect to
@@ -529,18 +532,6 @@ class CoxPartialLogLikX(Op):
                                self.use_entry)
         output_storage[0][0] = np.asarray(ll, dtype=np.float64)
         output_storage[1][0] = gb
-
-    def infer_shape(self, node, shapes):
-        return [(), shapes[0]]
-
-    def connection_pattern(self, node):
-        return [[True, True]] + [[False, False]] * (1 + len(RISK_KEYS))
-
-    def pullback(self, inputs, outputs, cotangents):
-        g_ll, g_grad = cotangents
-        if not isinstance(g_grad.type, DisconnectedType):
-            raise NotImplementedError("CoxPartialLogLikX: second derivatives are not implemented.")
-        return [g_ll * outputs[1]] + [DisconnectedType()() for _ in range(1 + len(RISK_KEYS))]
 
 
 def _kernel_salt() -> int:

@@ -65,7 +65,7 @@ def prior_from_hr_interval(lower: float, upper: float, mass: float = 0.95) -> Pr
     --------
     >>> p = prior_from_hr_interval(0.18, 0.46)
     >>> round(p.parameters["sigma"], 4)
-    0.2393
+    0.2394
     """
     if not (0 < lower < upper):
         raise ValueError(f"Need 0 < lower < upper for a hazard-ratio interval; got ({lower}, {upper}).")

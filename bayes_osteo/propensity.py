@@ -17,6 +17,8 @@ posterior mean alike):
 
 - :func:`match_nearest` - 1:1 greedy nearest-neighbour matching on the logit score within a
   caliper (default 0.2 SD of the logit score, Austin 2011), without or with replacement;
+  :func:`~bayes_osteo.cardinality.match_cardinality` - the most 1:1 pairs within the caliper with
+  every |SMD| <= 0.1 (an integer programme); :func:`match_design` picks between them;
 - :func:`ps_strata` - strata at the quantiles of the score (quintiles by default);
 - :func:`iptw_weights` - inverse-probability-of-treatment weights for the ATE or the ATT,
   stabilised, with optional trimming (dropping subjects with extreme scores) or truncation;
