@@ -214,27 +214,7 @@ def _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron
         m += 1 if d_s[i] > 0 else 0
         if gstart[i] == 0:
             continue
-        # i is the first row of its tie group: the whole group is in R now.
-        # Common case first, without a data-dependent branch (events are ~random along the rows,
-        # so "is there an event?" mispredicts): no event (factor 1, a = 0) or one unit-weight
-        # event (factor R, a = 1 / R) into the running product; see the unit-weight note below.
-        common = (m <= 1) & (W * (W - 1.0) == 0.0) & (R > 1e-100) & (R < 1e100)
-        if not use_entry and not want_contrib and common:
-            P *= R if m == 1 else 1.0
-            n_prod += m
-            ga[i] = W / R
-            if efron:
-                gb[i] = 0.0
-            if P > _TWO_500:
-                P *= _TWO_M500
-                E2 += 500
-            elif P < _TWO_M500:
-                P *= _TWO_500
-                E2 -= 500
-            Rd = 0.0
-            W = 0.0
-            m = 0
-            continue
+        # i is the first row of its tie group: the whole group is in R now
         if m == 0:
             ga[i] = 0.0
             if efron:
