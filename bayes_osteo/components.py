@@ -27,6 +27,14 @@ The values are computed after shifting ``eta`` by its maximum, so ``exp`` never 
 is ``w_i d_i - r_i [A(time_i) - A(entry_i)] + d_i r_i b_{g(i)}`` where ``A`` is the forward
 cumulative sum of ``a_g = (W/m) sum_k 1/den_k`` over tie groups (``b_g`` the Efron correction),
 so value and gradient both cost O(n); the only O(n p) work is ``X @ beta`` and ``X.T @ grad``.
+
+At large n a gradient is memory-bound, so the kernel is written to read few bytes: the sweeps
+read one small integer per row (``row_flags``: tie-group start, event, stratum start and end,
+unit weight, tied events) instead of the event, stratum and weight arrays; the fused Op
+(:class:`CoxPartialLogLikX`) reads ``X`` once per call when there is no left truncation (the
+risk-set sums ``S0 = sum r_i`` and ``S1 = sum r_i x_i`` in one backward sweep, with a running
+shift) and otherwise accumulates ``X' grad`` inside the forward sweep; and the Ops on presorted rows take only the arrays they read
+(:func:`cox_op_keys`), which also saves nutpie compile time.
 """
 
 from __future__ import annotations
@@ -55,11 +63,41 @@ __all__ = [
     "random_effects",
     "random_walk",
     "RISK_KEYS",
+    "cox_op_keys",
 ]
 
-#: Names (and order) of the risk-structure arrays the partial-likelihood Op takes after ``eta``.
+#: Names (and order) of the risk-structure arrays; an Op on unsorted rows takes all of them after
+#: ``eta`` (see :func:`cox_op_keys` for what the Ops on presorted rows take).
 RISK_KEYS = ("order", "time_sorted", "event_sorted", "weight_sorted", "stratum_sorted",
-             "group_start", "entry_order", "entry_sorted", "entry_stratum_sorted")
+             "row_flags", "entry_order", "entry_sorted", "entry_stratum_sorted")
+
+#: Bits of ``row_flags``: one small integer per sorted row, so the kernel's sweeps read one
+#: int32 stream (what ``pm.Data`` stores) instead of the event, weight and stratum arrays.
+ROW_GROUP_START = 1     # first row of its (stratum, time) tie group
+ROW_EVENT = 2           # the row is an event
+ROW_STRATUM_START = 4   # first row of its stratum
+ROW_STRATUM_END = 8     # last row of its stratum
+ROW_UNIT_WEIGHT = 16    # case weight exactly 1 (the weight is then not read)
+ROW_TIED_EVENTS = 32    # first row of a tie group holding >= 2 events (Efron's correction)
+ROW_IN_TIED_GROUP = 64  # any row of a tie group holding >= 2 events
+
+_KEYS_PRESORTED = ("weight_sorted", "row_flags")
+_KEYS_PRESORTED_ENTRY = ("time_sorted", "weight_sorted", "stratum_sorted", "row_flags",
+                         "entry_order", "entry_sorted", "entry_stratum_sorted")
+_INT_KEYS = frozenset({"order", "stratum_sorted", "row_flags", "entry_order", "entry_stratum_sorted"})
+
+
+def cox_op_keys(*, use_entry: bool, presorted: bool = True) -> tuple[str, ...]:
+    """The risk-structure arrays a Cox Op reads, in its input order.
+
+    Rows presorted by (stratum, time) need only the weights and the row flags (plus the times,
+    strata and entry order with left truncation); unsorted rows need all of :data:`RISK_KEYS`.
+    Every array passed is one more ``pm.Data`` container for nutpie to compile an extractor
+    for (about 0.7 s each), so the Ops take no more than they read.
+    """
+    if not presorted:
+        return RISK_KEYS
+    return _KEYS_PRESORTED_ENTRY if use_entry else _KEYS_PRESORTED
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,10 +114,10 @@ def cox_risk_structure(time, event, weights=None, strata=None, entry=None) -> di
     -------
     dict
         ``order`` (permutation sorting by stratum then time, stable), ``time_sorted``,
-        ``event_sorted``, ``weight_sorted``, ``stratum_sorted``, ``group_start`` (1 at the first
-        sorted row of each (stratum, time) tie group, else 0), ``entry_order`` (positions in the
-        sorted rows, ordered by stratum then entry time), ``entry_sorted``,
-        ``entry_stratum_sorted``.
+        ``event_sorted``, ``weight_sorted``, ``stratum_sorted``, ``row_flags`` (bit field of
+        ``ROW_*`` per sorted row: tie-group start, event, stratum start and end, unit weight,
+        tied events, row of a tied group), ``entry_order`` (positions in the sorted rows, ordered by stratum then
+        entry time), ``entry_sorted``, ``entry_stratum_sorted``.
     """
     time = np.asarray(time, float)
     n = time.shape[0]
@@ -89,17 +127,29 @@ def cox_risk_structure(time, event, weights=None, strata=None, entry=None) -> di
     entry = np.zeros(n) if entry is None else np.asarray(entry, float)
     order = np.lexsort((time, strata)).astype(np.int64)
     t_s, s_s, e_sorted_rows = time[order], strata[order], entry[order]
-    gstart = np.ones(n, np.int64)
+    d_s, w_s = event[order], weights[order]
+    new_group = np.ones(n, bool)
+    new_stratum = np.ones(n, bool)
     if n > 1:
-        gstart[1:] = ((t_s[1:] != t_s[:-1]) | (s_s[1:] != s_s[:-1])).astype(np.int64)
+        new_stratum[1:] = s_s[1:] != s_s[:-1]
+        new_group[1:] = (t_s[1:] != t_s[:-1]) | new_stratum[1:]
+    last_in_stratum = np.ones(n, bool)
+    last_in_stratum[:-1] = new_stratum[1:]
+    group = np.cumsum(new_group) - 1
+    events_in_group = np.bincount(group, weights=(d_s > 0), minlength=group[-1] + 1 if n else 0)
+    flags = (ROW_GROUP_START * new_group + ROW_EVENT * (d_s > 0)
+             + ROW_STRATUM_START * new_stratum + ROW_STRATUM_END * last_in_stratum
+             + ROW_UNIT_WEIGHT * (w_s == 1.0)
+             + ROW_TIED_EVENTS * (new_group & (events_in_group[group] >= 2))
+             + ROW_IN_TIED_GROUP * (events_in_group[group] >= 2)).astype(np.int64)
     eorder = np.lexsort((e_sorted_rows, s_s)).astype(np.int64)   # positions in the sorted rows
     return {
         "order": order,
         "time_sorted": t_s,
-        "event_sorted": event[order],
-        "weight_sorted": weights[order],
+        "event_sorted": d_s,
+        "weight_sorted": w_s,
         "stratum_sorted": s_s,
-        "group_start": gstart,
+        "row_flags": flags,
         "entry_order": eorder,
         "entry_sorted": e_sorted_rows[eorder],
         "entry_stratum_sorted": s_s[eorder],
@@ -159,158 +209,218 @@ def _exp_nonpos(x, out, tmp):
 _TWO_500 = 2.0 ** 500
 _TWO_M500 = 2.0 ** -500
 _LN2 = float(np.log(2.0))
+_BLOCK = 512    # rows per exp batch of the backward sweep (three such buffers stay in L1)
+
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron, use_entry,
-                       want_contrib):
-    """Value and gradient for ``eta`` in SORTED row order (all inputs sorted by stratum, time).
+def _eta_max(eta):
+    shift = -np.inf
+    for i in range(eta.shape[0]):
+        shift = max(shift, eta[i])
+    return shift if eta.shape[0] > 0 else 0.0
 
-    Two streaming passes and no gathers: a backward pass accumulates the shifted risk-set
-    totals (restarting at stratum boundaries) and closes each tie group at its first row; a
-    forward pass accumulates ``A`` and writes the gradient in place of the risk weights.
-    No fastmath: the max shift and the exact order of the sums are what keep it stable.
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cox_backward(eta, shift, t_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry,
+                  want_contrib, r, ga, gb, gc):
+    """Backward sweep: ``r = w exp(eta - shift)``, the risk-set totals (restarting at stratum
+    ends, less the rows not yet entered) and each tie group's terms, written at its first row:
+    ``ga`` (``a_g``), ``gb`` (Efron ``b_g``, tied groups only), ``gc`` (log-denominator share,
+    with ``want_contrib``). Returns the log-likelihood.
+
+    ``exp`` runs on blocks of :data:`_BLOCK` rows (vectorised); the sweep is branch-light for
+    groups with at most one unit-weight event, whose ``log R`` terms are folded into a running
+    product (one ``log`` per call): ``P`` is renormalised by exact powers of two, so it neither
+    overflows nor loses more than ~1 ulp per factor.
     """
     n = eta.shape[0]
-    shift = -np.inf
-    for i in range(n):
-        shift = max(shift, eta[i])
-    if n == 0:
-        shift = 0.0
-    r = np.empty(n)            # risk weights w exp(eta - shift); overwritten by the gradient
-    ga = np.empty(n)           # a_g at the first row of each tie group (0 elsewhere)
-    gb = np.empty(n if efron else 0)          # Efron b_g at the first row of each group
-    gc = np.empty(n if want_contrib else 0)   # per-event share of log R at each group start
-    for i in range(n):
-        ga[i] = eta[i] - shift
-    _exp_nonpos(ga, r, gb if efron else np.empty(n))   # ga, gb: workspace until the pass below
-    for i in range(n):
-        r[i] *= w_s[i]
+    xb = np.empty(_BLOCK)
+    rb = np.empty(_BLOCK)
+    tmp = np.empty(_BLOCK)
     ll = 0.0
     R = 0.0
     Rd = 0.0
     W = 0.0
     m = 0
     Rentry = 0.0
-    P = 1.0        # product of the unit-weight risk-set totals, times 2**E2
+    P = 1.0        # product of the single-event risk-set totals, times 2**E2
     E2 = 0
     n_prod = 0
     ep = n - 1
-    for i in range(n - 1, -1, -1):
-        s = s_s[i]
-        if i == n - 1 or s_s[i + 1] != s:  # last row of a stratum: restart the sums
-            R = 0.0
-            Rentry = 0.0
-            if use_entry:
-                while ep >= 0 and es_s[ep] > s:
+    hi = n
+    while hi > 0:
+        lo = max(0, hi - _BLOCK)
+        nb = hi - lo
+        for j in range(nb):
+            xb[j] = eta[lo + j] - shift
+        for j in range(nb, _BLOCK):
+            xb[j] = 0.0
+        _exp_nonpos(xb, rb, tmp)
+        for j in range(nb - 1, -1, -1):
+            i = lo + j
+            f = flags[i]
+            unit = (f & ROW_UNIT_WEIGHT) != 0
+            ri = rb[j] if unit else rb[j] * w_s[i]
+            r[i] = ri
+            if f & ROW_STRATUM_END:  # last row of a stratum: restart the sums
+                R = 0.0
+                Rentry = 0.0
+                if use_entry:
+                    while ep >= 0 and es_s[ep] > s_s[i]:
+                        ep -= 1
+            R += ri
+            e = (f >> 1) & 1           # ROW_EVENT, as 0/1
+            ef = float(e)
+            wi = ef if unit else ef * w_s[i]
+            ll += wi * eta[i]
+            Rd += ef * ri
+            W += wi
+            m += e
+            if (f & ROW_GROUP_START) == 0:
+                continue
+            # i is the first row of its tie group: the whole group is in R now
+            if use_entry and m > 0:
+                t = t_s[i]
+                s = s_s[i]
+                while ep >= 0 and es_s[ep] == s and e_s[ep] >= t:
+                    Rentry += r[eorder[ep]]
                     ep -= 1
-        ri = r[i]
-        R += ri
-        # branch-free event bookkeeping (events are ~random along the sorted rows)
-        di = 1.0 if d_s[i] > 0 else 0.0
-        wi = w_s[i] * di
-        ll += wi * eta[i]
-        Rd += di * ri
-        W += wi
-        m += 1 if d_s[i] > 0 else 0
-        if gstart[i] == 0:
-            continue
-        # i is the first row of its tie group: the whole group is in R now
-        if m == 0:
-            ga[i] = 0.0
-            if efron:
-                gb[i] = 0.0
-            continue
-        t = t_s[i]
-        if use_entry:
-            while ep >= 0 and es_s[ep] == s and e_s[ep] >= t:
-                Rentry += r[eorder[ep]]
-                ep -= 1
-        Rrisk = R - Rentry
-        if efron and m > 1:
-            wmean = W / m
-            a = 0.0
-            b = 0.0
-            lsum = 0.0
-            for kk in range(m):
-                f = kk / m
-                den = Rrisk - f * Rd
-                lsum += np.log(den)
-                a += 1.0 / den
-                b += f / den
-            lsum += m * shift
-            ll -= wmean * lsum
-            ga[i] = wmean * a
-            gb[i] = wmean * b
-            if want_contrib:
-                gc[i] = wmean * lsum / m
-        elif W == 1.0 and not want_contrib and 1e-100 < Rrisk < 1e100:
-            # unit-weight term: fold log R into a running product (one log per call instead
-            # of one per event time); P is renormalised by exact powers of two, so it neither
-            # overflows nor loses more than ~1 ulp per factor (|error| ~ 1e-16 per event)
-            P *= Rrisk
-            n_prod += 1
-            if P > _TWO_500:
-                P *= _TWO_M500
-                E2 += 500
-            elif P < _TWO_M500:
-                P *= _TWO_500
-                E2 -= 500
-            ga[i] = 1.0 / Rrisk
-            if efron:
-                gb[i] = 0.0
-        else:
-            lr = np.log(Rrisk) + shift
-            ll -= W * lr
-            ga[i] = W / Rrisk
-            if efron:
-                gb[i] = 0.0
-            if want_contrib:   # Efron: the group's mean-weight share; Breslow: log R
-                gc[i] = W * lr if efron else lr
-        Rd = 0.0
-        W = 0.0
-        m = 0
-    ll -= np.log(P) + E2 * _LN2 + n_prod * shift
-    # forward pass: A = cumulative a_g of the stratum (own group included); grad in place of r
-    contrib = np.zeros(n if want_contrib else 0)
+            Rrisk = R - Rentry
+            if m <= 1 and W == m and not want_contrib and 1e-100 < Rrisk < 1e100:
+                # no event, or one unit-weight event (Breslow = Efron): selects, not branches
+                P = P * Rrisk if m == 1 else P
+                ga[i] = 1.0 / Rrisk if m == 1 else 0.0
+                n_prod += m
+                if P > _TWO_500:
+                    P *= _TWO_M500
+                    E2 += 500
+                elif P < _TWO_M500:
+                    P *= _TWO_500
+                    E2 -= 500
+            elif m == 0:
+                ga[i] = 0.0
+            elif efron and m > 1:
+                wmean = W / m
+                a = 0.0
+                b = 0.0
+                lsum = 0.0
+                for kk in range(m):
+                    fk = kk / m
+                    den = Rrisk - fk * Rd
+                    lsum += np.log(den)
+                    a += 1.0 / den
+                    b += fk / den
+                lsum += m * shift
+                ll -= wmean * lsum
+                ga[i] = wmean * a
+                gb[i] = wmean * b
+                if want_contrib:
+                    gc[i] = wmean * lsum / m
+            else:
+                lr = np.log(Rrisk) + shift
+                ll -= W * lr
+                ga[i] = W / Rrisk
+                if want_contrib:   # Efron: the group's mean-weight share; Breslow: log R
+                    gc[i] = W * lr if efron else lr
+            Rd = 0.0
+            W = 0.0
+            m = 0
+        hi = lo
+    return ll - (np.log(P) + E2 * _LN2 + n_prod * shift)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cox_entry_offsets(t_s, s_s, flags, eorder, e_s, es_s, ga):
+    """``A(entry_i)`` per sorted row: the cumulative ``a_g`` of the stratum's groups with time
+    <= ``entry_i`` (a merge of the entry order with the time order)."""
+    n = t_s.shape[0]
+    ent = np.zeros(n)
+    qq = 0
+    acc = 0.0
+    curs = -1
+    for p in range(n):
+        s = es_s[p]
+        if p == 0 or s != curs:
+            curs = s
+            acc = 0.0
+            while qq < n and s_s[qq] < s:
+                qq += 1
+        while qq < n and s_s[qq] == s and t_s[qq] <= e_s[p]:
+            if flags[qq] & ROW_GROUP_START:
+                acc += ga[qq]
+            qq += 1
+        ent[eorder[p]] = acc
+    return ent
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cox_forward(r, ga, gb, gc, ent, flags, w_s, eta, efron, use_entry, want_contrib, X, xgrad,
+                 contrib):
+    """Forward sweep: ``A`` = cumulative ``a_g`` of the stratum (own group included) and the
+    gradient ``d_i (w_i + r_i b_g) - r_i (A(time_i) - A(entry_i))``. With a non-empty ``X``
+    (rows x p) it accumulates ``X' grad`` into ``xgrad`` (the fused path: the n-vector is never
+    stored); otherwise it writes the gradient over ``r``."""
+    n = r.shape[0]
+    fused = X.shape[0] > 0
+    p = X.shape[1]
+    xg = np.zeros(p)   # local accumulator: no alias with X, so the row update vectorises
     acc = 0.0
     cb = 0.0
     cc = 0.0
     for i in range(n):
-        if i == 0 or s_s[i] != s_s[i - 1]:
+        f = flags[i]
+        if f & ROW_STRATUM_START:
             acc = 0.0
-        if gstart[i] != 0:
+        if f & ROW_GROUP_START:
             acc += ga[i]
             if efron:
-                cb = gb[i]
+                cb = gb[i] if f & ROW_TIED_EVENTS else 0.0
             if want_contrib:
                 cc = gc[i]
         ri = r[i]
-        di = 1.0 if d_s[i] > 0 else 0.0
-        g = di * (w_s[i] + ri * cb) - ri * acc     # cb = 0 for Breslow
-        if want_contrib and d_s[i] > 0:
+        ef = float((f >> 1) & 1)
+        wi = 1.0 if f & ROW_UNIT_WEIGHT else w_s[i]
+        a = acc - ent[i] if use_entry else acc
+        g = ef * (wi + ri * cb) - ri * a     # cb = 0 for Breslow and untied groups
+        if want_contrib and ef > 0:
             if efron:      # the group's log-denominator shared equally by its events
-                contrib[i] = w_s[i] * eta[i] - cc
+                contrib[i] = wi * eta[i] - cc
             else:
-                contrib[i] = w_s[i] * (eta[i] - cc)
-        r[i] = g
+                contrib[i] = wi * (eta[i] - cc)
+        if fused:
+            for k in range(p):
+                xg[k] += X[i, k] * g
+        else:
+            r[i] = g
+    for k in range(p):
+        xgrad[k] += xg[k]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry,
+                       want_contrib, X, xgrad):
+    """Value and gradient for ``eta`` in SORTED row order (all inputs sorted by stratum, time).
+
+    A backward sweep (:func:`_cox_backward`), then with left truncation the entry offsets, then
+    a forward sweep (:func:`_cox_forward`); no gathers. Returns ``(ll, grad_eta, contrib)``, or
+    with a non-empty ``X`` ``(ll, r, contrib)`` after adding ``X' grad_eta`` to ``xgrad``.
+    No fastmath: the max shift and the exact order of the sums are what keep it stable.
+    """
+    n = eta.shape[0]
+    shift = _eta_max(eta)
+    r = np.empty(n)            # risk weights w exp(eta - shift); overwritten by the gradient
+    ga = np.empty(n)           # a_g at the first row of each tie group
+    gb = np.empty(n if efron else 0)          # Efron b_g at the first row of each tied group
+    gc = np.empty(n if want_contrib else 0)   # per-event share of log R at each group start
+    ll = _cox_backward(eta, shift, t_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry,
+                       want_contrib, r, ga, gb, gc)
     if use_entry:
-        # add r_i * A(entry_i): A over groups with time <= entry_i in the same stratum
-        qq = 0
-        acc = 0.0
-        curs = -1
-        for p in range(n):
-            s = es_s[p]
-            if p == 0 or s != curs:
-                curs = s
-                acc = 0.0
-                while qq < n and s_s[qq] < s:
-                    qq += 1
-            while qq < n and s_s[qq] == s and t_s[qq] <= e_s[p]:
-                if gstart[qq] != 0:
-                    acc += ga[qq]
-                qq += 1
-            j = eorder[p]
-            r[j] += w_s[j] * np.exp(eta[j] - shift) * acc
+        ent = _cox_entry_offsets(t_s, s_s, flags, eorder, e_s, es_s, ga)
+    else:
+        ent = np.empty(0)
+    contrib = np.zeros(n if want_contrib else 0)
+    _cox_forward(r, ga, gb, gc, ent, flags, w_s, eta, efron, use_entry, want_contrib, X, xgrad,
+                 contrib)
     return ll, r, contrib
 
 
@@ -354,21 +464,22 @@ def cox_partial_loglik(eta, structure: dict, *, ties: str = "efron", use_entry: 
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _cox_kernel(eta, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron, use_entry,
+def _cox_kernel(eta, order, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry,
                 want_contrib, presorted):
     """:func:`_cox_kernel_sorted` for ``eta`` in the original row order (gather, then scatter).
 
     With ``presorted`` the rows already are in (stratum, time) order and ``order`` is ignored.
     """
     if presorted:
-        return _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron,
-                                  use_entry, want_contrib)
+        return _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron,
+                                  use_entry, want_contrib, np.empty((0, 0)), np.empty(0))
     n = eta.shape[0]
     eta_s = np.empty(n)
     for q in range(n):
         eta_s[q] = eta[order[q]]
-    ll, g_s, c_s = _cox_kernel_sorted(eta_s, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s,
-                                      efron, use_entry, want_contrib)
+    ll, g_s, c_s = _cox_kernel_sorted(eta_s, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s,
+                                      efron, use_entry, want_contrib, np.empty((0, 0)),
+                                      np.empty(0))
     grad = np.empty(n)
     for q in range(n):
         grad[order[q]] = g_s[q]
@@ -415,7 +526,8 @@ class _CoxLogLikOp(Op):
 
 
 class CoxPartialLogLik(_CoxLogLikOp):
-    """Cox partial log-likelihood Op: inputs ``eta`` then the arrays of :data:`RISK_KEYS`.
+    """Cox partial log-likelihood Op: inputs ``eta`` then the risk arrays named by
+    :func:`cox_op_keys` (``op.keys``; all of :data:`RISK_KEYS` unless ``presorted``).
 
     Outputs the scalar log-likelihood and its gradient with respect to ``eta`` (the gradient
     output is what :meth:`pullback` uses, so value and gradient come from one O(n) pass).
@@ -428,45 +540,181 @@ class CoxPartialLogLik(_CoxLogLikOp):
         self.ties = ties
         self.use_entry = bool(use_entry)
         self.presorted = bool(presorted)
+        self.keys = cox_op_keys(use_entry=self.use_entry, presorted=self.presorted)
         super().__init__()
 
-    def make_node(self, eta, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s):
-        eta = pt.as_tensor_variable(eta)
-        order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s = _risk_inputs(
-            order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s)
-        eta = pt.cast(eta, "float64")
-        inputs = [eta, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s]
-        return Apply(self, inputs, [pt.dscalar(), pt.dvector()])
+    def make_node(self, eta, *risk):
+        eta = pt.cast(pt.as_tensor_variable(eta), "float64")
+        return Apply(self, [eta, *_risk_inputs(self.keys, risk)], [pt.dscalar(), pt.dvector()])
 
     def perform(self, node, inputs, output_storage):
-        ll, grad, _ = _cox_kernel(*inputs, self.ties == "efron", self.use_entry, False,
-                                  self.presorted)
+        eta, *risk = inputs
+        ll, grad, _ = _cox_kernel(eta, *_all_risk_arrays(self.keys, risk), self.ties == "efron",
+                                  self.use_entry, False, self.presorted)
         output_storage[0][0] = np.asarray(ll, dtype=np.float64)
         output_storage[1][0] = grad
 
 
-def _risk_inputs(order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s):
+def _risk_inputs(keys: Sequence[str], arrays: Sequence) -> list:
     """Risk-structure tensors: integers keep their integer dtype (``pm.Data`` stores int32; a
-    cast would copy five n-arrays per call), floats become float64."""
-    def as_int(x):
+    cast would copy n-arrays per call), floats become float64."""
+    if len(arrays) != len(keys):
+        raise TypeError(f"Expected the {len(keys)} risk arrays {keys}; got {len(arrays)}.")
+    out = []
+    for k, x in zip(keys, arrays, strict=True):
         x = pt.as_tensor_variable(x)
-        return x if x.dtype in ("int32", "int64") else pt.cast(x, "int64")
+        if k in _INT_KEYS:
+            out.append(x if x.dtype in ("int32", "int64") else pt.cast(x, "int64"))
+        else:
+            out.append(x if x.dtype == "float64" else pt.cast(x, "float64"))
+    return out
 
-    def as_flt(x):
-        x = pt.as_tensor_variable(x)
-        return x if x.dtype == "float64" else pt.cast(x, "float64")
 
-    return (as_int(order), as_flt(t_s), as_flt(d_s), as_flt(w_s), as_int(s_s), as_int(gstart),
-            as_int(eorder), as_flt(e_s), as_int(es_s))
+def _all_risk_arrays(keys: Sequence[str], arrays: Sequence) -> list:
+    """The kernel's full argument list (:data:`RISK_KEYS` order) from the arrays an Op was
+    given; the ones it does not read are empty."""
+    given = dict(zip(keys, arrays, strict=True))
+    return [given[k] if k in given else np.empty(0, np.int64 if k in _INT_KEYS else np.float64)
+            for k in RISK_KEYS]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _cox_kernel_x(beta, X, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron, use_entry):
+def _cox_kernel_x_onepass(beta, X, w_s, flags, efron):
+    """Fused log-likelihood and score for presorted rows WITHOUT left truncation, in ONE pass
+    over ``X`` (the classical risk-set form, as in R's ``coxfit``): sweeping backward, keep
+    ``S0 = sum r_i`` and ``S1 = sum r_i x_i`` over the risk set, and at each tie group add
+    ``sum_D w_i x_i - (W/m) sum_k (S1 - k/m S1_D) / (S0 - k/m S0_D)`` to the score.
+
+    ``X`` is read in blocks of :data:`_BLOCK` rows: ``eta`` of the block, then its ``exp``
+    (vectorised), then the sweep re-reads the block from cache, so ``X`` crosses the memory bus
+    once per call instead of twice (at n = 10^5 the gradient is memory-bound). The shift is a
+    running maximum: when a block holds a larger ``eta`` the sums are rescaled by
+    ``exp(old - new)`` (a handful of times per call), so ``exp`` never overflows and each
+    ``log S0`` is recovered exactly by adding the shift in force.
+    """
+    n, p = X.shape
+    eb = np.empty(_BLOCK)
+    xb = np.empty(_BLOCK)
+    rb = np.empty(_BLOCK)
+    tmp = np.empty(_BLOCK)
+    S1 = np.zeros(p)
+    S1d = np.zeros(p)
+    G = np.zeros(p)
+    S0 = 0.0
+    S0d = 0.0
+    W = 0.0
+    m = 0
+    ll = 0.0
+    P = 1.0        # product of the single-event risk-set totals, times 2**E2
+    E2 = 0
+    lshift = 0.0   # sum of the shifts in force when those totals were taken
+    shift = -np.inf
+    hi = n
+    while hi > 0:
+        lo = max(0, hi - _BLOCK)
+        nb = hi - lo
+        bmax = -np.inf
+        for j in range(nb):
+            i = lo + j
+            acc = 0.0
+            for k in range(p):
+                acc += X[i, k] * beta[k]
+            eb[j] = acc
+            bmax = max(bmax, acc)
+        if bmax > shift:               # rescale the running sums to the new shift
+            fct = np.exp(shift - bmax)     # 0 on the first block
+            S0 *= fct
+            S0d *= fct
+            for k in range(p):
+                S1[k] *= fct
+                S1d[k] *= fct
+            shift = bmax
+        for j in range(nb):
+            xb[j] = eb[j] - shift
+        for j in range(nb, _BLOCK):
+            xb[j] = 0.0
+        _exp_nonpos(xb, rb, tmp)
+        for j in range(nb - 1, -1, -1):
+            i = lo + j
+            f = flags[i]
+            wrow = 1.0 if f & ROW_UNIT_WEIGHT else w_s[i]
+            ri = rb[j] * wrow
+            if f & ROW_STRATUM_END:    # last row of a stratum: restart the sums
+                S0 = 0.0
+                for k in range(p):
+                    S1[k] = 0.0
+            e = (f >> 1) & 1           # ROW_EVENT, as 0/1
+            wi = float(e) * wrow
+            S0 += ri
+            ll += wi * eb[j]
+            for k in range(p):
+                xk = X[i, k]
+                S1[k] += ri * xk
+                G[k] += wi * xk
+            W += wi
+            m += e
+            if f & ROW_IN_TIED_GROUP:
+                rd = float(e) * ri
+                S0d += rd
+                for k in range(p):
+                    S1d[k] += rd * X[i, k]
+            if (f & ROW_GROUP_START) == 0:
+                continue
+            # i is the first row of its tie group: the whole group is in the sums now
+            if m <= 1 and W == m and 1e-100 < S0 < 1e100:
+                # no event, or one unit-weight event: selects, not branches
+                P = P * S0 if m == 1 else P
+                inv = 1.0 / S0 if m == 1 else 0.0
+                for k in range(p):
+                    G[k] -= inv * S1[k]
+                lshift += m * shift
+                if P > _TWO_500:
+                    P *= _TWO_M500
+                    E2 += 500
+                elif P < _TWO_M500:
+                    P *= _TWO_500
+                    E2 -= 500
+            elif m == 0:
+                pass
+            elif efron and m > 1:
+                wmean = W / m
+                a = 0.0
+                b = 0.0
+                lsum = 0.0
+                for kk in range(m):
+                    fk = kk / m
+                    den = S0 - fk * S0d
+                    lsum += np.log(den)
+                    a += 1.0 / den
+                    b += fk / den
+                ll -= wmean * (lsum + m * shift)
+                for k in range(p):
+                    G[k] -= wmean * (a * S1[k] - b * S1d[k])
+            else:
+                ll -= W * (np.log(S0) + shift)
+                inv = W / S0
+                for k in range(p):
+                    G[k] -= inv * S1[k]
+            if f & ROW_IN_TIED_GROUP:
+                S0d = 0.0
+                for k in range(p):
+                    S1d[k] = 0.0
+            W = 0.0
+            m = 0
+        hi = lo
+    return ll - (np.log(P) + E2 * _LN2 + lshift), G
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cox_kernel_x(beta, X, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry):
     """Fused ``eta = X beta``, partial log-likelihood and ``X' dll/deta`` (rows presorted).
 
-    Two streaming passes over ``X`` (row-major, so each pass reads it once) and no BLAS call,
-    no n x p temporary: the only O(n) work arrays are ``eta`` and the kernel's two.
+    Without left truncation: :func:`_cox_kernel_x_onepass`. With it, the risk sets also lose
+    rows at their entry times, so: ``eta`` in one pass over ``X``, the O(n) sweeps of
+    :func:`_cox_kernel_sorted`, and ``X' grad`` accumulated inside its forward sweep.
     """
+    if not use_entry:
+        return _cox_kernel_x_onepass(beta, X, w_s, flags, efron)
     n, p = X.shape
     eta = np.empty(n)
     for i in range(n):
@@ -474,21 +722,17 @@ def _cox_kernel_x(beta, X, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron,
         for k in range(p):
             acc += X[i, k] * beta[k]
         eta[i] = acc
-    ll, g, _ = _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s, efron,
-                                  use_entry, False)
-    gb = np.zeros(p)
-    for i in range(n):
-        gi = g[i]
-        for k in range(p):
-            gb[k] += X[i, k] * gi
-    return ll, gb
+    xgrad = np.zeros(p)
+    ll, _, _ = _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron,
+                                  use_entry, False, X, xgrad)
+    return ll, xgrad
 
 
 class CoxPartialLogLikX(_CoxLogLikOp):
     """Fused Cox partial log-likelihood of ``eta = X @ beta`` for rows presorted by (stratum,
-    time): inputs ``beta``, ``X`` (data: no gradient), then the arrays of :data:`RISK_KEYS`
-    (``order`` is not used). Outputs the log-likelihood and its gradient with respect to
-    ``beta``, so one call gives both and nutpie runs it as a single numba function.
+    time): inputs ``beta``, ``X`` (data: no gradient), then the risk arrays named by
+    :func:`cox_op_keys` (``op.keys``). Outputs the log-likelihood and its gradient with respect
+    to ``beta``, so one call gives both and nutpie runs it as a single numba function.
     """
 
     __props__ = ("ties", "use_entry")
@@ -497,18 +741,19 @@ class CoxPartialLogLikX(_CoxLogLikOp):
         _check_ties(ties)
         self.ties = ties
         self.use_entry = bool(use_entry)
+        self.keys = cox_op_keys(use_entry=self.use_entry)
         super().__init__()
 
-    def make_node(self, beta, X, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s):
+    def make_node(self, beta, X, *risk):
         beta = pt.cast(pt.as_tensor_variable(beta), "float64")
         X = pt.as_tensor_variable(X)
         X = X if X.dtype == "float64" else pt.cast(X, "float64")
-        risk = _risk_inputs(order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s)
-        return Apply(self, [beta, X, *risk], [pt.dscalar(), pt.dvector()])
+        return Apply(self, [beta, X, *_risk_inputs(self.keys, risk)], [pt.dscalar(), pt.dvector()])
 
     def perform(self, node, inputs, output_storage):
-        beta, X, _order, *risk = inputs
-        ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), *risk, self.ties == "efron",
+        beta, X, *risk = inputs
+        _o, *arrays = _all_risk_arrays(self.keys, risk)
+        ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), *arrays, self.ties == "efron",
                                self.use_entry)
         output_storage[0][0] = np.asarray(ll, dtype=np.float64)
         output_storage[1][0] = gb
@@ -521,15 +766,17 @@ def _kernel_salt() -> int:
 
     try:
         src = "".join(inspect.getsource(f) for f in (
-            _exp_nonpos.py_func, _cox_kernel.py_func, _cox_kernel_sorted.py_func,
-            _cox_kernel_x.py_func, _funcify_source_marker))
+            _exp_nonpos.py_func, _eta_max.py_func, _cox_backward.py_func,
+            _cox_entry_offsets.py_func, _cox_forward.py_func, _cox_kernel.py_func,
+            _cox_kernel_sorted.py_func, _cox_kernel_x_onepass.py_func, _cox_kernel_x.py_func,
+            _funcify_source_marker))
     except (OSError, TypeError):  # pragma: no cover - source unavailable (frozen install)
         return 3
     return int(hashlib.sha256(src.encode()).hexdigest()[:12], 16)
 
 
 def _funcify_source_marker():  # the wrapper below is part of the cached code: keep in sync
-    return "cox_partial_loglik_numba error_model=numpy presorted v4"
+    return "cox_partial_loglik_numba error_model=numpy presorted v6 (flag stream, keys by layout)"
 
 
 _NUMBA_KERNEL_VERSION = _kernel_salt()
@@ -537,31 +784,57 @@ _NUMBA_KERNEL_VERSION = _kernel_salt()
 try:  # numba implementation for nutpie / the numba backend
     from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
+    # One wrapper per input layout (cox_op_keys): numba needs a fixed arity, and the arrays an
+    # Op does not take are passed to the kernel as empty ones.
     @register_funcify_default_op_cache_key(CoxPartialLogLik)
     def _numba_funcify_cox(op, node=None, **kwargs):
         efron = op.ties == "efron"
         use_entry = op.use_entry
         presorted = op.presorted
 
-        @numba.njit(error_model="numpy")
-        def cox_partial_loglik_numba(eta, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s):
-            ll, grad, _ = _cox_kernel(eta, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s, es_s,
-                                      efron, use_entry, False, presorted)
-            return np.asarray(ll), grad
+        if not presorted:
+            @numba.njit(error_model="numpy")
+            def cox_partial_loglik_numba(eta, order, t_s, d_s, w_s, s_s, flags, eorder, e_s,
+                                         es_s):
+                ll, grad, _ = _cox_kernel(eta, order, t_s, d_s, w_s, s_s, flags, eorder, e_s,
+                                          es_s, efron, use_entry, False, False)
+                return np.asarray(ll), grad
+        elif use_entry:
+            @numba.njit(error_model="numpy")
+            def cox_partial_loglik_numba(eta, t_s, w_s, s_s, flags, eorder, e_s, es_s):
+                ei = np.empty(0, np.int64)
+                ll, grad, _ = _cox_kernel(eta, ei, t_s, np.empty(0), w_s, s_s, flags, eorder,
+                                          e_s, es_s, efron, True, False, True)
+                return np.asarray(ll), grad
+        else:
+            @numba.njit(error_model="numpy")
+            def cox_partial_loglik_numba(eta, w_s, flags):
+                ei = np.empty(0, np.int64)
+                ef = np.empty(0)
+                ll, grad, _ = _cox_kernel(eta, ei, ef, ef, w_s, ei, flags, ei, ef, ei, efron,
+                                          False, False, True)
+                return np.asarray(ll), grad
 
         return cox_partial_loglik_numba, _NUMBA_KERNEL_VERSION
 
     @register_funcify_default_op_cache_key(CoxPartialLogLikX)
     def _numba_funcify_cox_x(op, node=None, **kwargs):
         efron = op.ties == "efron"
-        use_entry = op.use_entry
 
-        @numba.njit(error_model="numpy")
-        def cox_partial_loglik_x_numba(beta, X, order, t_s, d_s, w_s, s_s, gstart, eorder, e_s,
-                                       es_s):
-            ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), t_s, d_s, w_s, s_s, gstart,
-                                   eorder, e_s, es_s, efron, use_entry)
-            return np.asarray(ll), gb
+        if op.use_entry:
+            @numba.njit(error_model="numpy")
+            def cox_partial_loglik_x_numba(beta, X, t_s, w_s, s_s, flags, eorder, e_s, es_s):
+                ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), t_s, np.empty(0), w_s,
+                                       s_s, flags, eorder, e_s, es_s, efron, True)
+                return np.asarray(ll), gb
+        else:
+            @numba.njit(error_model="numpy")
+            def cox_partial_loglik_x_numba(beta, X, w_s, flags):
+                ei = np.empty(0, np.int64)
+                ef = np.empty(0)
+                ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), ef, ef, w_s, ei, flags,
+                                       ei, ef, ei, efron, False)
+                return np.asarray(ll), gb
 
         return cox_partial_loglik_x_numba, _NUMBA_KERNEL_VERSION
 except ImportError:  # pragma: no cover - older PyTensor: the object-mode fallback still works
@@ -569,7 +842,8 @@ except ImportError:  # pragma: no cover - older PyTensor: the object-mode fallba
 
 
 def cox_partial_loglik_pt(eta, risk: Sequence, *, ties: str, use_entry: bool):
-    """The partial log-likelihood as a PyTensor scalar (``risk``: tensors in :data:`RISK_KEYS` order)."""
+    """The partial log-likelihood as a PyTensor scalar (``risk``: tensors in :data:`RISK_KEYS` order,
+    rows in any order)."""
     return CoxPartialLogLik(ties, use_entry)(eta, *risk)[0]
 
 

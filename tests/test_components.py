@@ -20,6 +20,7 @@ from bayes_osteo.components import (
     CoxPartialLogLik,
     CoxPartialLogLikX,
     cox_loglik_terms,
+    cox_op_keys,
     cox_partial_loglik,
     cox_risk_structure,
     default_cut_points,
@@ -211,16 +212,21 @@ def test_random_walk_centred():
 
 @pytest.mark.parametrize("mode", ["NUMBA", "FAST_COMPILE"])
 @pytest.mark.parametrize("ties", ["breslow", "efron"])
-def test_fused_op_on_presorted_rows_matches_statsmodels(mode, ties):
+@pytest.mark.parametrize("entry", [True, False])
+def test_fused_op_on_presorted_rows_matches_statsmodels(mode, ties, entry):
     """CoxPartialLogLikX (X beta, likelihood and X' gradient in one numba call) on rows sorted
-    once by (stratum, time), with pm.Data-like int32 index arrays (no per-call casts)."""
-    X, t, d, s, ent = heavy_ties(4, entry=True)
+    once by (stratum, time), with pm.Data-like int32 index arrays (no per-call casts), taking
+    only the arrays its input layout names (cox_op_keys), with and without left truncation."""
+    X, t, d, s, ent = heavy_ties(4, entry=entry)
     row = np.lexsort((t, s))
-    st = cox_risk_structure(t[row], d[row], None, s[row], ent[row])
+    st = cox_risk_structure(t[row], d[row], None, s[row], None if ent is None else ent[row])
     assert np.array_equal(st["order"], np.arange(t.size))      # presorted: identity
-    risk = [pt.as_tensor(st[k].astype(np.int32) if st[k].dtype.kind == "i" else st[k]) for k in RISK_KEYS]
+    op = CoxPartialLogLikX(ties, entry)
+    assert op.keys == cox_op_keys(use_entry=entry)
+    assert len(op.keys) == (7 if entry else 2)
+    risk = [pt.as_tensor(st[k].astype(np.int32) if st[k].dtype.kind == "i" else st[k]) for k in op.keys]
     beta = pt.dvector("beta")
-    ll = CoxPartialLogLikX(ties, True)(beta, pt.as_tensor(X[row]), *risk)[0]
+    ll = op(beta, pt.as_tensor(X[row]), *risk)[0]
     f = pytensor.function([beta], [ll, pytensor.grad(ll, beta)], mode=mode)
     b = np.array([0.4, -0.8, 0.2])
     val, grad = f(b)
@@ -229,10 +235,12 @@ def test_fused_op_on_presorted_rows_matches_statsmodels(mode, ties):
     np.testing.assert_allclose(grad, mod.score(b), rtol=1e-10)
     # and the eta-Op with presorted=True gives the same
     eta = pt.dot(pt.as_tensor(X[row]), beta)
-    ll2 = CoxPartialLogLik(ties, True, presorted=True)(eta, *risk)[0]
+    ll2 = CoxPartialLogLik(ties, entry, presorted=True)(eta, *risk)[0]
     val2, grad2 = pytensor.function([beta], [ll2, pytensor.grad(ll2, beta)], mode=mode)(b)
     assert float(val2) == pytest.approx(float(val), rel=1e-13)
     np.testing.assert_allclose(grad2, grad, rtol=1e-11)
+    with pytest.raises(TypeError, match="risk arrays"):
+        op(beta, pt.as_tensor(X[row]), *risk[:-1])
 
 
 def test_unit_weight_product_matches_log_sum_at_scale():
@@ -265,3 +273,41 @@ def test_vectorised_exp_within_two_ulp_of_libm():
     # clamped below -708 (documented): tiny, positive, never above exp(-708)
     low = _exp_nonpos(np.array([-708.5, -745.0, -1e4]), np.empty(3), np.empty(3))
     assert np.all((low > 0) & (low <= np.exp(-708.0) * (1 + 1e-15)))
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+@pytest.mark.parametrize("case", ["heavy_ties_weights_strata", "continuous_wide_eta", "one_row"])
+def test_one_pass_fused_kernel_matches_two_pass(ties, case):
+    """The one-pass fused kernel (no left truncation: running shift, S0/S1 risk-set sums) against
+    the two-pass kernel (entry times all 0, so the same likelihood) and the numpy entry point,
+    with case weights, strata and heavy ties, and on untied data whose linear predictor spans
+    +-300 so the running shift is rescaled many times."""
+    from bayes_osteo.components import _cox_kernel_x
+
+    rng = np.random.default_rng(11)
+    if case == "heavy_ties_weights_strata":
+        X, t, d, s, _ = heavy_ties(5, n=400, p=4)
+        w = rng.choice([1.0, 1.0, 0.5, 2.0, 1.7], t.size)
+        b = np.array([0.3, -0.5, 0.2, 0.1])
+    elif case == "continuous_wide_eta":
+        n = 3000
+        X = rng.normal(size=(n, 3))
+        X[:, 0] = np.linspace(-1, 1, n)[rng.permutation(n)]
+        t, d, s, w = rng.exponential(1, n), rng.integers(0, 2, n), np.zeros(n, int), None
+        b = np.array([300.0, 0.5, -0.5])          # eta in about [-302, 302]
+    else:
+        X, t, d, s, w = np.array([[0.7, -1.0]]), np.array([2.0]), np.array([1]), np.array([0]), None
+        b = np.array([0.3, 0.4])
+    row = np.lexsort((t, s))
+    st = cox_risk_structure(t[row], d[row], None if w is None else w[row], s[row])
+    Xs = np.ascontiguousarray(X[row])
+    args = [st[k] for k in RISK_KEYS[1:]]
+    ll1, g1 = _cox_kernel_x(b, Xs, *args, ties == "efron", False)
+    ll2, g2 = _cox_kernel_x(b, Xs, *args, ties == "efron", True)
+    ll3, g3 = cox_partial_loglik(Xs @ b, st, ties=ties, use_entry=False)
+    assert np.isfinite(ll1)
+    assert ll1 == pytest.approx(ll2, rel=1e-12, abs=1e-12)
+    assert ll1 == pytest.approx(ll3, rel=1e-12, abs=1e-12)
+    scale = np.abs(Xs).sum(0) + 1.0   # the score is a sum of terms of size |x|
+    np.testing.assert_allclose(g1 / scale, g2 / scale, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(g1 / scale, (Xs.T @ g3) / scale, rtol=0, atol=1e-12)
