@@ -166,7 +166,7 @@ _SHIFTER = 6755399441055744.0      # 1.5 * 2**52: x + shifter rounds x to an int
 _SHIFTER_BITS = 0x4338000000000000  # bit pattern of _SHIFTER
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _exp_nonpos(x, out, tmp):
     """``out[i] = exp(x[i])`` for ``x[i] <= 0``, written to vectorise (no libm call per element).
 
@@ -211,8 +211,40 @@ _TWO_M500 = 2.0 ** -500
 _LN2 = float(np.log(2.0))
 _BLOCK = 512    # rows per exp batch of the backward sweep (three such buffers stay in L1)
 
+# Every kernel below is compiled with an explicit ``fastmath=False``: numba compiles a callee
+# with the fast-math flags of the first caller that needs it, and PyTensor's numba backend (what
+# nutpie runs) compiles with fastmath=True, under which the range reduction of
+# :func:`_exp_nonpos` (``x + 1.5 * 2**52 - 1.5 * 2**52``) is folded away and ``exp`` returns
+# ``2**k``; numba's on-disk cache then keeps that version for every later caller.
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
+def _renormalise(P, E2):
+    """Keep the running product ``P * 2**E2`` of risk-set totals in range (exact powers of 2)."""
+    if P > _TWO_500:
+        return P * _TWO_M500, E2 + 500
+    if P < _TWO_M500:
+        return P * _TWO_500, E2 - 500
+    return P, E2
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
+def _efron_terms(R, Rd, m):
+    """Efron's tie-group sums for ``m`` tied events with risk total ``R`` and event total ``Rd``:
+    ``(sum_k log den_k, sum_k 1/den_k, sum_k (k/m)/den_k)``, ``den_k = R - (k/m) Rd``."""
+    a = 0.0
+    b = 0.0
+    lsum = 0.0
+    for kk in range(m):
+        fk = kk / m
+        den = R - fk * Rd
+        lsum += np.log(den)
+        a += 1.0 / den
+        b += fk / den
+    return lsum, a, b
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _eta_max(eta):
     shift = -np.inf
     for i in range(eta.shape[0]):
@@ -220,7 +252,7 @@ def _eta_max(eta):
     return shift if eta.shape[0] > 0 else 0.0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _cox_backward(eta, shift, t_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry,
                   want_contrib, r, ga, gb, gc):
     """Backward sweep: ``r = w exp(eta - shift)``, the risk-set totals (restarting at stratum
@@ -286,30 +318,21 @@ def _cox_backward(eta, shift, t_s, w_s, s_s, flags, eorder, e_s, es_s, efron, us
                     Rentry += r[eorder[ep]]
                     ep -= 1
             Rrisk = R - Rentry
+            if use_entry and Rrisk < Rd:
+                # the group's own events are in its risk set: when the subtraction cancels
+                # (linear predictors thousands apart) keep that lower bound, never log(0)
+                Rrisk = Rd
             if m <= 1 and W == m and not want_contrib and 1e-100 < Rrisk < 1e100:
                 # no event, or one unit-weight event (Breslow = Efron): selects, not branches
                 P = P * Rrisk if m == 1 else P
                 ga[i] = 1.0 / Rrisk if m == 1 else 0.0
                 n_prod += m
-                if P > _TWO_500:
-                    P *= _TWO_M500
-                    E2 += 500
-                elif P < _TWO_M500:
-                    P *= _TWO_500
-                    E2 -= 500
+                P, E2 = _renormalise(P, E2)
             elif m == 0:
                 ga[i] = 0.0
             elif efron and m > 1:
                 wmean = W / m
-                a = 0.0
-                b = 0.0
-                lsum = 0.0
-                for kk in range(m):
-                    fk = kk / m
-                    den = Rrisk - fk * Rd
-                    lsum += np.log(den)
-                    a += 1.0 / den
-                    b += fk / den
+                lsum, a, b = _efron_terms(Rrisk, Rd, m)
                 lsum += m * shift
                 ll -= wmean * lsum
                 ga[i] = wmean * a
@@ -329,7 +352,7 @@ def _cox_backward(eta, shift, t_s, w_s, s_s, flags, eorder, e_s, es_s, efron, us
     return ll - (np.log(P) + E2 * _LN2 + n_prod * shift)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _cox_entry_offsets(t_s, s_s, flags, eorder, e_s, es_s, ga):
     """``A(entry_i)`` per sorted row: the cumulative ``a_g`` of the stratum's groups with time
     <= ``entry_i`` (a merge of the entry order with the time order)."""
@@ -353,7 +376,7 @@ def _cox_entry_offsets(t_s, s_s, flags, eorder, e_s, es_s, ga):
     return ent
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _cox_forward(r, ga, gb, gc, ent, flags, w_s, eta, efron, use_entry, want_contrib, X, xgrad,
                  contrib):
     """Forward sweep: ``A`` = cumulative ``a_g`` of the stratum (own group included) and the
@@ -396,7 +419,7 @@ def _cox_forward(r, ga, gb, gc, ent, flags, w_s, eta, efron, use_entry, want_con
         xgrad[k] += xg[k]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry,
                        want_contrib, X, xgrad):
     """Value and gradient for ``eta`` in SORTED row order (all inputs sorted by stratum, time).
@@ -463,7 +486,7 @@ def cox_partial_loglik(eta, structure: dict, *, ties: str = "efron", use_entry: 
     return (ll, grad, contrib) if contributions else (ll, grad)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _cox_kernel(eta, order, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry,
                 want_contrib, presorted):
     """:func:`_cox_kernel_sorted` for ``eta`` in the original row order (gather, then scatter).
@@ -578,7 +601,7 @@ def _all_risk_arrays(keys: Sequence[str], arrays: Sequence) -> list:
             for k in RISK_KEYS]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _cox_kernel_x_onepass(beta, X, w_s, flags, efron):
     """Fused log-likelihood and score for presorted rows WITHOUT left truncation, in ONE pass
     over ``X`` (the classical risk-set form, as in R's ``coxfit``): sweeping backward, keep
@@ -668,25 +691,12 @@ def _cox_kernel_x_onepass(beta, X, w_s, flags, efron):
                 for k in range(p):
                     G[k] -= inv * S1[k]
                 lshift += m * shift
-                if P > _TWO_500:
-                    P *= _TWO_M500
-                    E2 += 500
-                elif P < _TWO_M500:
-                    P *= _TWO_500
-                    E2 -= 500
+                P, E2 = _renormalise(P, E2)
             elif m == 0:
                 pass
             elif efron and m > 1:
                 wmean = W / m
-                a = 0.0
-                b = 0.0
-                lsum = 0.0
-                for kk in range(m):
-                    fk = kk / m
-                    den = S0 - fk * S0d
-                    lsum += np.log(den)
-                    a += 1.0 / den
-                    b += fk / den
+                lsum, a, b = _efron_terms(S0, S0d, m)
                 ll -= wmean * (lsum + m * shift)
                 for k in range(p):
                     G[k] -= wmean * (a * S1[k] - b * S1d[k])
@@ -705,7 +715,7 @@ def _cox_kernel_x_onepass(beta, X, w_s, flags, efron):
     return ll - (np.log(P) + E2 * _LN2 + lshift), G
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _cox_kernel_x(beta, X, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry):
     """Fused ``eta = X beta``, partial log-likelihood and ``X' dll/deta`` (rows presorted).
 
@@ -766,8 +776,8 @@ def _kernel_salt() -> int:
 
     try:
         src = "".join(inspect.getsource(f) for f in (
-            _exp_nonpos.py_func, _eta_max.py_func, _cox_backward.py_func,
-            _cox_entry_offsets.py_func, _cox_forward.py_func, _cox_kernel.py_func,
+            _exp_nonpos.py_func, _renormalise.py_func, _efron_terms.py_func, _eta_max.py_func,
+            _cox_backward.py_func, _cox_entry_offsets.py_func, _cox_forward.py_func, _cox_kernel.py_func,
             _cox_kernel_sorted.py_func, _cox_kernel_x_onepass.py_func, _cox_kernel_x.py_func,
             _funcify_source_marker))
     except (OSError, TypeError):  # pragma: no cover - source unavailable (frozen install)
@@ -776,7 +786,7 @@ def _kernel_salt() -> int:
 
 
 def _funcify_source_marker():  # the wrapper below is part of the cached code: keep in sync
-    return "cox_partial_loglik_numba error_model=numpy presorted v6 (flag stream, keys by layout)"
+    return "cox_partial_loglik_numba error_model=numpy presorted v8 (one-pass, no fastmath)"
 
 
 _NUMBA_KERNEL_VERSION = _kernel_salt()
@@ -793,21 +803,21 @@ try:  # numba implementation for nutpie / the numba backend
         presorted = op.presorted
 
         if not presorted:
-            @numba.njit(error_model="numpy")
+            @numba.njit(error_model="numpy", fastmath=False)
             def cox_partial_loglik_numba(eta, order, t_s, d_s, w_s, s_s, flags, eorder, e_s,
                                          es_s):
                 ll, grad, _ = _cox_kernel(eta, order, t_s, d_s, w_s, s_s, flags, eorder, e_s,
                                           es_s, efron, use_entry, False, False)
                 return np.asarray(ll), grad
         elif use_entry:
-            @numba.njit(error_model="numpy")
+            @numba.njit(error_model="numpy", fastmath=False)
             def cox_partial_loglik_numba(eta, t_s, w_s, s_s, flags, eorder, e_s, es_s):
                 ei = np.empty(0, np.int64)
                 ll, grad, _ = _cox_kernel(eta, ei, t_s, np.empty(0), w_s, s_s, flags, eorder,
                                           e_s, es_s, efron, True, False, True)
                 return np.asarray(ll), grad
         else:
-            @numba.njit(error_model="numpy")
+            @numba.njit(error_model="numpy", fastmath=False)
             def cox_partial_loglik_numba(eta, w_s, flags):
                 ei = np.empty(0, np.int64)
                 ef = np.empty(0)
@@ -822,13 +832,13 @@ try:  # numba implementation for nutpie / the numba backend
         efron = op.ties == "efron"
 
         if op.use_entry:
-            @numba.njit(error_model="numpy")
+            @numba.njit(error_model="numpy", fastmath=False)
             def cox_partial_loglik_x_numba(beta, X, t_s, w_s, s_s, flags, eorder, e_s, es_s):
                 ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), t_s, np.empty(0), w_s,
                                        s_s, flags, eorder, e_s, es_s, efron, True)
                 return np.asarray(ll), gb
         else:
-            @numba.njit(error_model="numpy")
+            @numba.njit(error_model="numpy", fastmath=False)
             def cox_partial_loglik_x_numba(beta, X, w_s, flags):
                 ei = np.empty(0, np.int64)
                 ef = np.empty(0)

@@ -380,7 +380,8 @@ def survival(cox, dt: xr.DataTree, by: str | None = None, ax=None, at_risk: bool
     """Kaplan-Meier curves with the model's posterior survival (median line and 95% band) per
     level of ``by``, and a numbers-at-risk table.
 
-    ``cox`` is a fitted :class:`~bayes_osteo.CoxModel` (piecewise baseline) and ``dt`` its result;
+    ``cox`` is a fitted :class:`~bayes_osteo.CoxModel` (piecewise baseline, or partial likelihood
+    with its Breslow baseline per draw) and ``dt`` its result;
     the posterior curves come from ``cox.survival(dt, times, by=by)`` on a grid of 60 times up to
     the last follow-up (or ``survival_table``, a frame with ``time``, the ``by`` level, ``median``,
     ``ci_low``, ``ci_high``).

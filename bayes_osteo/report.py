@@ -426,7 +426,14 @@ def _cox_core(res: AnalysisResult, dt: xr.DataTree, cox, *, prefix: str = "") ->
     sd = res.objects.get("sd")
     piecewise = getattr(cox, "baseline", None) == "piecewise" or \
         cox.options().get("baseline") == "piecewise"
-    if piecewise:
+    # the partial-likelihood model gives curves too (Breslow baseline per draw), when asked for
+    partial_curves = not piecewise and getattr(cox, "baseline", None) == "partial" and \
+        bool(rep.get("times") or rep.get("horizon"))
+    if partial_curves:
+        notes.append("Survival curves, median and RMST of the partial-likelihood model use the "
+                     "Breslow (Efron) baseline at each posterior draw: their bands carry the "
+                     "uncertainty in the log hazard ratios only, not in the baseline hazard.")
+    if piecewise or partial_curves:
         times = rep.get("times")
         if times:
             res.tables[prefix + "survival"] = _safe(notes, "survival table", cox.survival, dt,

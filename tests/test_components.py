@@ -276,17 +276,19 @@ def test_vectorised_exp_within_two_ulp_of_libm():
 
 
 @pytest.mark.parametrize("ties", ["breslow", "efron"])
-@pytest.mark.parametrize("case", ["heavy_ties_weights_strata", "continuous_wide_eta", "one_row"])
+@pytest.mark.parametrize("case", ["heavy_ties_weights_strata", "continuous_wide_eta", "one_row",
+                                  "ties_and_strata_across_blocks"])
 def test_one_pass_fused_kernel_matches_two_pass(ties, case):
-    """The one-pass fused kernel (no left truncation: running shift, S0/S1 risk-set sums) against
-    the two-pass kernel (entry times all 0, so the same likelihood) and the numpy entry point,
-    with case weights, strata and heavy ties, and on untied data whose linear predictor spans
-    +-300 so the running shift is rescaled many times."""
-    from bayes_osteo.components import _cox_kernel_x
+    """The one-pass fused kernel (no left truncation: running shift rescaled between blocks of
+    rows, risk-set sums S0 and S1 = sum r x) against the two-pass kernel (entry times all 0, so the same
+    likelihood) and the numpy entry point: case weights, strata and heavy ties; untied data whose
+    linear predictor spans +-300 so the shift is rescaled; and tie groups and strata that straddle
+    the block boundaries."""
+    from bayes_osteo.components import _BLOCK, _cox_kernel_x
 
     rng = np.random.default_rng(11)
     if case == "heavy_ties_weights_strata":
-        X, t, d, s, _ = heavy_ties(5, n=400, p=4)
+        X, t, d, s, _ = heavy_ties(5, n=2500, p=4)
         w = rng.choice([1.0, 1.0, 0.5, 2.0, 1.7], t.size)
         b = np.array([0.3, -0.5, 0.2, 0.1])
     elif case == "continuous_wide_eta":
@@ -295,9 +297,18 @@ def test_one_pass_fused_kernel_matches_two_pass(ties, case):
         X[:, 0] = np.linspace(-1, 1, n)[rng.permutation(n)]
         t, d, s, w = rng.exponential(1, n), rng.integers(0, 2, n), np.zeros(n, int), None
         b = np.array([300.0, 0.5, -0.5])          # eta in about [-302, 302]
-    else:
+    elif case == "one_row":
         X, t, d, s, w = np.array([[0.7, -1.0]]), np.array([2.0]), np.array([1]), np.array([0]), None
         b = np.array([0.3, 0.4])
+    else:   # 3 strata of 1.5 blocks each; 40-row tie groups every so often
+        n = 3 * (_BLOCK + _BLOCK // 2)
+        X = rng.normal(size=(n, 2))
+        s = np.repeat([0, 1, 2], n // 3)
+        t = np.round(rng.exponential(5, n), 1) + 0.1
+        t[rng.random(n) < 0.3] = 2.0
+        d = rng.integers(0, 2, n)
+        w = None
+        b = np.array([1.2, -0.7])
     row = np.lexsort((t, s))
     st = cox_risk_structure(t[row], d[row], None if w is None else w[row], s[row])
     Xs = np.ascontiguousarray(X[row])
@@ -311,3 +322,57 @@ def test_one_pass_fused_kernel_matches_two_pass(ties, case):
     scale = np.abs(Xs).sum(0) + 1.0   # the score is a sum of terms of size |x|
     np.testing.assert_allclose(g1 / scale, g2 / scale, rtol=0, atol=1e-12)
     np.testing.assert_allclose(g1 / scale, (Xs.T @ g3) / scale, rtol=0, atol=1e-12)
+
+
+def test_kernel_correct_when_first_compiled_by_a_fastmath_caller(tmp_path):
+    """Regression: PyTensor's numba backend (nutpie) compiles with fastmath=True and numba
+    compiles a callee with its first caller's flags (and caches it), which once turned the
+    vectorised exp into 2**k. In a fresh process with an empty numba cache, a fast-math caller
+    compiles the kernel first; the likelihood must still equal statsmodels'."""
+    import subprocess
+    import sys
+
+    code = """
+import numba, numpy as np, statsmodels.api as sm
+from bayes_osteo.components import cox_risk_structure, _cox_kernel_x, RISK_KEYS, _exp_nonpos
+
+@numba.njit(fastmath=True)
+def caller(beta, X, w, flags, ef, ei):
+    return _cox_kernel_x(beta, X, ef, ef, w, ei, flags, ei, ef, ei, True, False)
+
+rng = np.random.default_rng(2)
+X = rng.normal(size=(200, 2)); t = rng.integers(1, 20, 200).astype(float); d = rng.integers(0, 2, 200)
+row = np.lexsort((t,))
+st = cox_risk_structure(t[row], d[row])
+b = np.array([0.5, -0.3])
+ll, g = caller(b, np.ascontiguousarray(X[row]), st["weight_sorted"], st["row_flags"],
+               np.empty(0), np.empty(0, np.int64))
+mod = sm.PHReg(t, X, status=d, ties="efron")
+assert abs(ll - mod.loglike(b)) < 1e-9 * abs(ll), (ll, mod.loglike(b))
+assert np.allclose(g, mod.score(b), rtol=1e-9)
+x = np.full(8, -1.4753); o = np.empty(8); w = np.empty(8)
+_exp_nonpos(x, o, w)
+assert np.allclose(o, np.exp(x), rtol=1e-15), o
+print("ok")
+"""
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+def test_left_truncation_with_extreme_linear_predictor_is_finite(ties):
+    """With entry times, R(t) = (exits >= t) - (entries >= t) can cancel to 0 when linear
+    predictors lie thousands apart (an optimiser's wild step); the kernel then keeps the lower
+    bound given by the group's own events, so the log-likelihood stays finite and <= 0 (it once
+    returned +inf, which an optimiser accepts as the best point). Found by the time-varying
+    partial model's find_map."""
+    X, t, d, s, ent = heavy_ties(7, n=200, p=2, entry=True)
+    st = cox_risk_structure(t, d, None, s, ent)
+    for scale in (1e2, 1e3, 7e3):
+        eta = scale * X[:, 0] - 0.5 * scale * X[:, 1]
+        ll, g = cox_partial_loglik(eta, st, ties=ties)
+        assert np.isfinite(ll) and ll <= 0.0
+        # (the score is not guaranteed there: with exp underflowing, Efron's 1/R can overflow)

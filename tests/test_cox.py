@@ -265,18 +265,23 @@ def test_compiled_model_reused_for_new_data_with_nutpie(rossi):
 # ---------------------------------------------------------------------------------------------
 # piecewise on the bundled (SIMULATED) Liu-like cohort
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def liu_fit():
+def _liu_cohort_fit(baseline: str):
+    """A CoxModel fit on the bundled SIMULATED Liu-like cohort (2 chains x 800 draws)."""
     df = bo.datasets.liu2022_cohort()
     a = df.attrs
     assert a["simulated"]
     sd = bo.SurvivalData.from_frame(df, duration=a["duration"], event=a["event"], treatment=a["treatment"],
                                     covariates=a["confounders"])
-    cox = bo.CoxModel(sd, baseline="piecewise")
+    cox = bo.CoxModel(sd, baseline=baseline)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dt = cox.fit(draws=800, tune=800, chains=2, random_seed=3, progressbar=False)
     return cox, dt, sd
+
+
+@pytest.fixture(scope="module")
+def liu_fit():
+    return _liu_cohort_fit("piecewise")
 
 
 @pytest.mark.slow
@@ -691,15 +696,7 @@ def test_partial_survival_median_rmst_one_draw_match_definition(time_varying):
 
 @pytest.fixture(scope="module")
 def liu_partial_fit():
-    df = bo.datasets.liu2022_cohort()
-    a = df.attrs
-    sd = bo.SurvivalData.from_frame(df, duration=a["duration"], event=a["event"], treatment=a["treatment"],
-                                    covariates=a["confounders"])
-    cox = bo.CoxModel(sd, baseline="partial")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dt = cox.fit(draws=800, tune=800, chains=2, random_seed=3, progressbar=False)
-    return cox, dt, sd
+    return _liu_cohort_fit("partial")
 
 
 @pytest.mark.slow

@@ -116,3 +116,21 @@ def test_render_without_figures(meta_result):
     r.figures = {}
     html = render_html(r)
     assert "<img" not in html and "<h2>Figures</h2>" not in html
+
+
+@pytest.mark.slow
+def test_partial_model_report_gives_survival_when_times_are_asked_for():
+    """A partial-likelihood spec with [report] times/horizon gets survival, median and RMST
+    tables (Breslow baseline per draw) and a note saying what their bands carry."""
+    import tomllib
+
+    spec = tomllib.loads((MODELS / "liu2022_cohort.toml").read_text())
+    spec["model"] = {"baseline": "partial", "priors": spec["model"]["priors"]}
+    spec["model"]["priors"].pop("subgroup_sd")
+    res = bo.run_spec(spec, draws=300, chains=2, progressbar=False)
+    surv = res.tables["survival"]
+    assert surv is not None and set(surv["time"]) == {12, 24, 60}
+    assert surv["metastasectomy"].nunique() == 2
+    assert ((surv["ci_low"] <= surv["median"]) & (surv["median"] <= surv["ci_high"])).all()
+    assert res.tables["median_survival"] is not None and res.tables["rmst"] is not None
+    assert any("Breslow" in n for n in res.notes)
