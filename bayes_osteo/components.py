@@ -610,12 +610,15 @@ def _cox_kernel_x_onepass(beta, X, w_s, flags, efron):
 
     ``X`` is read in blocks of :data:`_BLOCK` rows: ``eta`` of the block, then its ``exp``
     (vectorised), then the sweep re-reads the block from cache, so ``X`` crosses the memory bus
-    once per call instead of twice (at n = 10^5 the gradient is memory-bound). The shift is a
+    once per call. At n = 10^5 the call is compute-bound (~20 ns per row), so each row's p-vector
+    updates share one loop, and the numba wrapper passes ``beta`` as a fixed-length tuple when
+    the Op knows p: p is then a compile-time constant and those loops unroll. The shift is a
     running maximum: when a block holds a larger ``eta`` the sums are rescaled by
     ``exp(old - new)`` (a handful of times per call), so ``exp`` never overflows and each
     ``log S0`` is recovered exactly by adding the shift in force.
     """
-    n, p = X.shape
+    n = X.shape[0]
+    p = len(beta)   # a compile-time constant when beta is a tuple (see the numba wrapper)
     eb = np.empty(_BLOCK)
     xb = np.empty(_BLOCK)
     rb = np.empty(_BLOCK)
@@ -670,29 +673,31 @@ def _cox_kernel_x_onepass(beta, X, w_s, flags, efron):
             wi = float(e) * wrow
             S0 += ri
             ll += wi * eb[j]
-            for k in range(p):
-                xk = X[i, k]
-                S1[k] += ri * xk
-                G[k] += wi * xk
             W += wi
             m += e
+            # scalar part of closing the group first (i is its first row), so that the common
+            # case - no event, or one unit-weight event - is folded into the row's one p-loop
+            closes = (f & ROW_GROUP_START) != 0
+            fast = closes and m <= 1 and W == m and 1e-100 < S0 < 1e100
+            inv = 0.0
+            if fast:
+                P = P * S0 if m == 1 else P     # selects, not branches
+                inv = 1.0 / S0 if m == 1 else 0.0
+                lshift += m * shift
+                P, E2 = _renormalise(P, E2)
+            for k in range(p):
+                xk = X[i, k]
+                sk = S1[k] + ri * xk
+                S1[k] = sk
+                G[k] += wi * xk - inv * sk
             if f & ROW_IN_TIED_GROUP:
                 rd = float(e) * ri
                 S0d += rd
                 for k in range(p):
                     S1d[k] += rd * X[i, k]
-            if (f & ROW_GROUP_START) == 0:
+            if not closes:
                 continue
-            # i is the first row of its tie group: the whole group is in the sums now
-            if m <= 1 and W == m and 1e-100 < S0 < 1e100:
-                # no event, or one unit-weight event: selects, not branches
-                P = P * S0 if m == 1 else P
-                inv = 1.0 / S0 if m == 1 else 0.0
-                for k in range(p):
-                    G[k] -= inv * S1[k]
-                lshift += m * shift
-                P, E2 = _renormalise(P, E2)
-            elif m == 0:
+            if fast or m == 0:
                 pass
             elif efron and m > 1:
                 wmean = W / m
@@ -745,12 +750,15 @@ class CoxPartialLogLikX(_CoxLogLikOp):
     to ``beta``, so one call gives both and nutpie runs it as a single numba function.
     """
 
-    __props__ = ("ties", "use_entry")
+    __props__ = ("ties", "use_entry", "n_covariates")
 
-    def __init__(self, ties: str = "efron", use_entry: bool = False):
+    def __init__(self, ties: str = "efron", use_entry: bool = False,
+                 n_covariates: int | None = None):
         _check_ties(ties)
         self.ties = ties
         self.use_entry = bool(use_entry)
+        # with p known, the numba kernel is compiled for that p (its p-loops unroll)
+        self.n_covariates = None if n_covariates is None else int(n_covariates)
         self.keys = cox_op_keys(use_entry=self.use_entry)
         super().__init__()
 
@@ -786,12 +794,13 @@ def _kernel_salt() -> int:
 
 
 def _funcify_source_marker():  # the wrapper below is part of the cached code: keep in sync
-    return "cox_partial_loglik_numba error_model=numpy presorted v8 (one-pass, no fastmath)"
+    return "cox_partial_loglik_numba error_model=numpy presorted v9 (one-pass, fixed p)"
 
 
 _NUMBA_KERNEL_VERSION = _kernel_salt()
 
 try:  # numba implementation for nutpie / the numba backend
+    from numba.np.unsafe.ndarray import to_fixed_tuple
     from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
     # One wrapper per input layout (cox_op_keys): numba needs a fixed arity, and the arrays an
@@ -836,6 +845,14 @@ try:  # numba implementation for nutpie / the numba backend
             def cox_partial_loglik_x_numba(beta, X, t_s, w_s, s_s, flags, eorder, e_s, es_s):
                 ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), t_s, np.empty(0), w_s,
                                        s_s, flags, eorder, e_s, es_s, efron, True)
+                return np.asarray(ll), gb
+        elif op.n_covariates:
+            n_cov = op.n_covariates   # a compile-time constant: beta becomes a fixed tuple
+
+            @numba.njit(error_model="numpy", fastmath=False)
+            def cox_partial_loglik_x_numba(beta, X, w_s, flags):
+                ll, gb = _cox_kernel_x_onepass(to_fixed_tuple(beta, n_cov),
+                                               np.ascontiguousarray(X), w_s, flags, efron)
                 return np.asarray(ll), gb
         else:
             @numba.njit(error_model="numpy", fastmath=False)

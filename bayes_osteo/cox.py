@@ -415,7 +415,7 @@ class CoxModel(BayesModel):
                     ll = CoxPartialLogLik(self.ties, use_entry, presorted=True)(eta, *risk)[0]
                 elif sd.cluster is None and not self._subgroup_cols:
                     # eta = X beta only: one fused Op (X beta, likelihood, X' grad in numba)
-                    ll = CoxPartialLogLikX(self.ties, use_entry)(log_hr, data["X"], *risk)[0]
+                    ll = CoxPartialLogLikX(self.ties, use_entry, sd.p)(log_hr, data["X"], *risk)[0]
                 else:
                     ll = CoxPartialLogLik(self.ties, use_entry, presorted=True)(eta, *risk)[0]
                 pm.Potential("partial_loglik", ll)

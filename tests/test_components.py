@@ -241,6 +241,12 @@ def test_fused_op_on_presorted_rows_matches_statsmodels(mode, ties, entry):
     np.testing.assert_allclose(grad2, grad, rtol=1e-11)
     with pytest.raises(TypeError, match="risk arrays"):
         op(beta, pt.as_tensor(X[row]), *risk[:-1])
+    # with p known the numba kernel is compiled for that p (beta as a fixed tuple): same numbers
+    op_p = CoxPartialLogLikX(ties, entry, X.shape[1])
+    ll3 = op_p(beta, pt.as_tensor(X[row]), *risk)[0]
+    val3, grad3 = pytensor.function([beta], [ll3, pytensor.grad(ll3, beta)], mode=mode)(b)
+    assert float(val3) == pytest.approx(float(val), rel=1e-13)
+    np.testing.assert_allclose(grad3, grad, rtol=1e-11)
 
 
 def test_unit_weight_product_matches_log_sum_at_scale():
