@@ -748,6 +748,8 @@ class CoxPartialLogLikX(_CoxLogLikOp):
     time): inputs ``beta``, ``X`` (data: no gradient), then the risk arrays named by
     :func:`cox_op_keys` (``op.keys``). Outputs the log-likelihood and its gradient with respect
     to ``beta``, so one call gives both and nutpie runs it as a single numba function.
+    ``n_covariates`` (p), when given, compiles the numba kernel for that p (``beta`` passed as
+    a fixed-length tuple, so the per-row p-loops unroll); the values are the same either way.
     """
 
     __props__ = ("ties", "use_entry", "n_covariates")
