@@ -30,11 +30,15 @@ so value and gradient both cost O(n); the only O(n p) work is ``X @ beta`` and `
 
 The sweeps read one small integer per row (``row_flags``: tie-group start, event, stratum start
 and end, unit weight, row of a tied group) instead of the event, stratum and weight arrays. The
-fused Op (:class:`CoxPartialLogLikX`) reads ``X`` once per call when there is no left truncation
-(the risk-set sums ``S0 = sum r_i`` and ``S1 = sum r_i x_i`` in one backward sweep, with a
-running shift) and otherwise accumulates ``X' grad`` inside the forward sweep. At n = 10^5 a
-call is compute-bound (~20 ns per row, measured), not memory-bound. The Ops on presorted rows
-take only the arrays they read (:func:`cox_op_keys`), which saves nutpie compile time.
+fused Op (:class:`CoxPartialLogLikX`) takes the design as covariates x rows (``XT``), so every
+O(n p) step is a contiguous loop that vectorises: without left truncation it goes through the
+rows in blocks that stay in cache, reading ``XT`` from memory once per call (the stratum's
+``S1 = sum r_i x_i`` carried between blocks); with it, ``eta`` and ``X' grad`` are p axpys and
+p dot products around the two sweeps. At n = 10^5 a call is compute-bound, not memory-bound:
+what it costs is the scalar sweeps, which are therefore free of branches on the event
+indicator (a mispredicted branch per censored/event switch cost ~30% of a call). The Ops on
+presorted rows take only the arrays they read (:func:`cox_op_keys`), which saves nutpie
+compile time.
 """
 
 from __future__ import annotations
@@ -321,9 +325,11 @@ def _cox_backward(eta, shift, t_s, w_s, s_s, flags, eorder, e_s, es_s, efron, us
                 # (linear predictors thousands apart) keep that lower bound, never log(0)
                 Rrisk = Rd
             if m <= 1 and W == m and not want_contrib and 1e-100 < Rrisk < 1e100:
-                # no event, or one unit-weight event (Breslow = Efron): selects, not branches
-                P = P * Rrisk if m == 1 else P
-                ga[i] = 1.0 / Rrisk if m == 1 else 0.0
+                # no event, or one unit-weight event (Breslow = Efron): arithmetic, not a branch
+                # on the event indicator (mispredicted ~1 row in 3); exact for fm in {0, 1}
+                fm = float(m)
+                P *= Rrisk * fm + (1.0 - fm)
+                ga[i] = fm / Rrisk
                 n_prod += m
                 P, E2 = _renormalise(P, E2)
             elif m == 0:
@@ -375,16 +381,10 @@ def _cox_entry_offsets(t_s, s_s, flags, eorder, e_s, es_s, ga):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
-def _cox_forward(r, ga, gb, gc, ent, flags, w_s, eta, efron, use_entry, want_contrib, X, xgrad,
-                 contrib):
+def _cox_forward(r, ga, gb, gc, ent, flags, w_s, eta, efron, use_entry, want_contrib, contrib):
     """Forward sweep: ``A`` = cumulative ``a_g`` of the stratum (own group included) and the
-    gradient ``d_i (w_i + r_i b_g) - r_i (A(time_i) - A(entry_i))``. With a non-empty ``X``
-    (rows x p) it accumulates ``X' grad`` into ``xgrad`` (the fused path: the n-vector is never
-    stored); otherwise it writes the gradient over ``r``."""
+    gradient ``d_i (w_i + r_i b_g) - r_i (A(time_i) - A(entry_i))``, written over ``r``."""
     n = r.shape[0]
-    fused = X.shape[0] > 0
-    p = X.shape[1]
-    xg = np.zeros(p)   # local accumulator: no alias with X, so the row update vectorises
     acc = 0.0
     cb = 0.0
     cc = 0.0
@@ -402,29 +402,21 @@ def _cox_forward(r, ga, gb, gc, ent, flags, w_s, eta, efron, use_entry, want_con
         ef = float((f >> 1) & 1)
         wi = 1.0 if f & ROW_UNIT_WEIGHT else w_s[i]
         a = acc - ent[i] if use_entry else acc
-        g = ef * (wi + ri * cb) - ri * a     # cb = 0 for Breslow and untied groups
         if want_contrib and ef > 0:
             if efron:      # the group's log-denominator shared equally by its events
                 contrib[i] = wi * eta[i] - cc
             else:
                 contrib[i] = wi * (eta[i] - cc)
-        if fused:
-            for k in range(p):
-                xg[k] += X[i, k] * g
-        else:
-            r[i] = g
-    for k in range(p):
-        xgrad[k] += xg[k]
+        r[i] = ef * (wi + ri * cb) - ri * a     # cb = 0 for Breslow and untied groups
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry,
-                       want_contrib, X, xgrad):
+                       want_contrib):
     """Value and gradient for ``eta`` in SORTED row order (all inputs sorted by stratum, time).
 
     A backward sweep (:func:`_cox_backward`), then with left truncation the entry offsets, then
-    a forward sweep (:func:`_cox_forward`); no gathers. Returns ``(ll, grad_eta, contrib)``, or
-    with a non-empty ``X`` ``(ll, r, contrib)`` after adding ``X' grad_eta`` to ``xgrad``.
+    a forward sweep (:func:`_cox_forward`); no gathers. Returns ``(ll, grad_eta, contrib)``.
     No fastmath: the max shift and the exact order of the sums are what keep it stable.
     """
     n = eta.shape[0]
@@ -440,8 +432,7 @@ def _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron,
     else:
         ent = np.empty(0)
     contrib = np.zeros(n if want_contrib else 0)
-    _cox_forward(r, ga, gb, gc, ent, flags, w_s, eta, efron, use_entry, want_contrib, X, xgrad,
-                 contrib)
+    _cox_forward(r, ga, gb, gc, ent, flags, w_s, eta, efron, use_entry, want_contrib, contrib)
     return ll, r, contrib
 
 
@@ -493,14 +484,13 @@ def _cox_kernel(eta, order, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron,
     """
     if presorted:
         return _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron,
-                                  use_entry, want_contrib, np.empty((0, 0)), np.empty(0))
+                                  use_entry, want_contrib)
     n = eta.shape[0]
     eta_s = np.empty(n)
     for q in range(n):
         eta_s[q] = eta[order[q]]
     ll, g_s, c_s = _cox_kernel_sorted(eta_s, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s,
-                                      efron, use_entry, want_contrib, np.empty((0, 0)),
-                                      np.empty(0))
+                                      efron, use_entry, want_contrib)
     grad = np.empty(n)
     for q in range(n):
         grad[order[q]] = g_s[q]
@@ -599,29 +589,61 @@ def _all_risk_arrays(keys: Sequence[str], arrays: Sequence) -> list:
             for k in RISK_KEYS]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
-def _cox_kernel_x_onepass(beta, X, w_s, flags, efron):
-    """Fused log-likelihood and score for presorted rows WITHOUT left truncation, in ONE pass
-    over ``X`` (the classical risk-set form, as in R's ``coxfit``): sweeping backward, keep
-    ``S0 = sum r_i`` and ``S1 = sum r_i x_i`` over the risk set, and at each tie group add
-    ``sum_D w_i x_i - (W/m) sum_k (S1 - k/m S1_D) / (S0 - k/m S0_D)`` to the score.
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _dot(a, b):
+    """``sum_j a[j] * b[j]`` for contiguous 1-d ``a``, ``b``. Reassociation is allowed in this
+    reduction only (so it vectorises); every other kernel is compiled with ``fastmath=False``."""
+    s = 0.0
+    for j in range(a.shape[0]):
+        s += a[j] * b[j]
+    return s
 
-    ``X`` is read in blocks of :data:`_BLOCK` rows: ``eta`` of the block, then its ``exp``
-    (vectorised), then the sweep re-reads the block from cache, so ``X`` crosses the memory bus
-    once per call. At n = 10^5 the call is compute-bound (~20 ns per row), so each row's p-vector
-    updates share one loop, and the numba wrapper passes ``beta`` as a fixed-length tuple when
-    the Op knows p: p is then a compile-time constant and those loops unroll. The shift is a
-    running maximum: when a block holds a larger ``eta`` the sums are rescaled by
-    ``exp(old - new)`` (a handful of times per call), so ``exp`` never overflows and each
-    ``log S0`` is recovered exactly by adding the shift in force.
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
+def _xt_beta(XT, beta, lo, hi, out):
+    """``out[:hi - lo] = X[lo:hi] @ beta`` from the covariates-as-rows design ``XT`` (p x n): one
+    contiguous axpy per covariate (vectorised; the same order of sums as a row loop)."""
+    o = out[:hi - lo]
+    for j in range(hi - lo):
+        o[j] = 0.0
+    for k in range(XT.shape[0]):
+        bk = beta[k]
+        row = XT[k, lo:hi]
+        for j in range(hi - lo):
+            o[j] += bk * row[j]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
+def _cox_kernel_xt_blocked(beta, XT, w_s, flags, efron):
+    """Fused log-likelihood and score for presorted rows WITHOUT left truncation, reading the
+    design ``XT`` (p x n: one covariate per row, contiguous) from memory once per call.
+
+    The score is ``sum_D w_i x_i - sum_g a_g S1(t_g) + sum_g b_g S1_D(g)``, with
+    ``S1(t) = sum_{risk set} r_j x_j``, ``a_g`` and ``b_g`` as in :func:`_cox_backward` (``b``
+    for Efron's tied groups only). Rows go in blocks of :data:`_BLOCK`, last block first. Within
+    a block, with ``S1c`` the sum over the stratum's rows after the block (the carry),
+    ``sum_{g in block} a_g S1(t_g) = A_c S1c + sum_{j in block} r_j x_j A_j``, where ``A_j`` is
+    the cumulative ``a`` of the block's groups up to row ``j`` in ``j``'s stratum and ``A_c`` that
+    of the block's last stratum segment. So a block costs ``eta`` (p contiguous axpys), ``exp``
+    (vectorised), a scalar backward sweep (risk-set totals, ``a_g``, the likelihood), a scalar
+    forward sweep (``A_j`` and the row coefficients), then ``2p`` dot products on cache-resident
+    rows of ``XT``: every p-vector operation is a contiguous loop the compiler vectorises. (The
+    row-major one-pass form, which updates ``S1`` row by row, ran ~20 ns per row at p = 10
+    because those updates stay scalar; measured in benchmarks/RESULTS.md.)
+
+    A running shift (the largest ``eta`` so far) keeps ``exp`` <= 1: the carried sums are
+    rescaled when it rises, and each ``log`` of a risk-set total is recovered exactly by adding
+    the shift in force. Efron's ``S1_D`` of a tied group (which may straddle blocks) is
+    accumulated row by row.
     """
-    n = X.shape[0]
-    p = len(beta)   # a compile-time constant when beta is a tuple (see the numba wrapper)
+    p, n = XT.shape
     eb = np.empty(_BLOCK)
     xb = np.empty(_BLOCK)
     rb = np.empty(_BLOCK)
     tmp = np.empty(_BLOCK)
-    S1 = np.zeros(p)
+    av = np.empty(_BLOCK)    # a_g at each group's first row of the block, 0 elsewhere
+    cc = np.empty(_BLOCK)    # the rows' score coefficients: w_i d_i - r_i A_i
+    S1c = np.zeros(p)
     S1d = np.zeros(p)
     G = np.zeros(p)
     S0 = 0.0
@@ -637,20 +659,16 @@ def _cox_kernel_x_onepass(beta, X, w_s, flags, efron):
     while hi > 0:
         lo = max(0, hi - _BLOCK)
         nb = hi - lo
+        _xt_beta(XT, beta, lo, hi, eb)
         bmax = -np.inf
         for j in range(nb):
-            i = lo + j
-            acc = 0.0
-            for k in range(p):
-                acc += X[i, k] * beta[k]
-            eb[j] = acc
-            bmax = max(bmax, acc)
-        if bmax > shift:               # rescale the running sums to the new shift
+            bmax = max(bmax, eb[j])
+        if bmax > shift:               # rescale the carried sums to the new shift
             fct = np.exp(shift - bmax)     # 0 on the first block
             S0 *= fct
             S0d *= fct
             for k in range(p):
-                S1[k] *= fct
+                S1c[k] *= fct
                 S1d[k] *= fct
             shift = bmax
         for j in range(nb):
@@ -658,120 +676,132 @@ def _cox_kernel_x_onepass(beta, X, w_s, flags, efron):
         for j in range(nb, _BLOCK):
             xb[j] = 0.0
         _exp_nonpos(xb, rb, tmp)
+        if flags[hi - 1] & ROW_STRATUM_END:    # the carry belongs to another stratum
+            for k in range(p):
+                S1c[k] = 0.0
+        # backward sweep: risk-set totals, a_g at each group's first row, the likelihood
         for j in range(nb - 1, -1, -1):
             i = lo + j
             f = flags[i]
             wrow = 1.0 if f & ROW_UNIT_WEIGHT else w_s[i]
             ri = rb[j] * wrow
+            rb[j] = ri
             if f & ROW_STRATUM_END:    # last row of a stratum: restart the sums
                 S0 = 0.0
-                for k in range(p):
-                    S1[k] = 0.0
+            S0 += ri
             e = (f >> 1) & 1           # ROW_EVENT, as 0/1
             wi = float(e) * wrow
-            S0 += ri
+            cc[j] = wi
             ll += wi * eb[j]
             W += wi
             m += e
-            # scalar part of closing the group first (i is its first row), so that the common
-            # case - no event, or one unit-weight event - is folded into the row's one p-loop
-            closes = (f & ROW_GROUP_START) != 0
-            fast = closes and m <= 1 and W == m and 1e-100 < S0 < 1e100
-            inv = 0.0
-            if fast:
-                P = P * S0 if m == 1 else P     # selects, not branches
-                inv = 1.0 / S0 if m == 1 else 0.0
-                lshift += m * shift
-                P, E2 = _renormalise(P, E2)
-            for k in range(p):
-                xk = X[i, k]
-                sk = S1[k] + ri * xk
-                S1[k] = sk
-                G[k] += wi * xk - inv * sk
+            av[j] = 0.0
             if f & ROW_IN_TIED_GROUP:
                 rd = float(e) * ri
                 S0d += rd
-                for k in range(p):
-                    S1d[k] += rd * X[i, k]
-            if not closes:
+                if efron:
+                    for k in range(p):
+                        S1d[k] += rd * XT[k, i]
+            if (f & ROW_GROUP_START) == 0:
                 continue
-            if fast or m == 0:
+            # i is the first row of its tie group: the whole group is in S0 now
+            if m <= 1 and W == m and 1e-100 < S0 < 1e100:
+                # no event, or one unit-weight event (Breslow = Efron): arithmetic, not a
+                # branch on the event indicator; exact for fm in {0, 1}
+                fm = float(m)
+                P *= S0 * fm + (1.0 - fm)
+                av[j] = fm / S0
+                lshift += fm * shift
+                P, E2 = _renormalise(P, E2)
+            elif m == 0:
                 pass
             elif efron and m > 1:
                 wmean = W / m
                 lsum, a, b = _efron_terms(S0, S0d, m)
                 ll -= wmean * (lsum + m * shift)
+                av[j] = wmean * a
                 for k in range(p):
-                    G[k] -= wmean * (a * S1[k] - b * S1d[k])
+                    G[k] += wmean * b * S1d[k]
             else:
                 ll -= W * (np.log(S0) + shift)
-                inv = W / S0
-                for k in range(p):
-                    G[k] -= inv * S1[k]
+                av[j] = W / S0
             if f & ROW_IN_TIED_GROUP:
                 S0d = 0.0
                 for k in range(p):
                     S1d[k] = 0.0
             W = 0.0
             m = 0
+        # forward sweep: A_j and the row coefficients; q0 ends the block's first stratum segment
+        A = 0.0
+        q0 = hi
+        for j in range(nb):
+            if flags[lo + j] & ROW_STRATUM_START:
+                A = 0.0
+                if j > 0 and q0 == hi:
+                    q0 = lo + j
+            A += av[j]
+            cc[j] -= rb[j] * A
+        # score: the block's rows, less A_c times the carry; then the carry for the next block
+        for k in range(p):
+            G[k] += _dot(XT[k, lo:hi], cc[:nb]) - A * S1c[k]
+            s = _dot(XT[k, lo:q0], rb[:q0 - lo])
+            S1c[k] = s + S1c[k] if q0 == hi else s
         hi = lo
     return ll - (np.log(P) + E2 * _LN2 + lshift), G
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
-def _cox_kernel_x(beta, X, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry):
-    """Fused ``eta = X beta``, partial log-likelihood and ``X' dll/deta`` (rows presorted).
+def _cox_kernel_x(beta, XT, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron, use_entry):
+    """Fused ``eta = X beta``, partial log-likelihood and ``X' dll/deta`` (rows presorted), from
+    the covariates-as-rows design ``XT`` (p x n).
 
-    Without left truncation: :func:`_cox_kernel_x_onepass`. With it, the risk sets also lose
-    rows at their entry times, so: ``eta`` in one pass over ``X``, the O(n) sweeps of
-    :func:`_cox_kernel_sorted`, and ``X' grad`` accumulated inside its forward sweep.
+    Without left truncation: :func:`_cox_kernel_xt_blocked`. With it, the risk sets also lose
+    rows at their entry times, so: ``eta`` (p axpys), the O(n) sweeps of
+    :func:`_cox_kernel_sorted`, and ``X' grad`` as p dot products.
     """
     if not use_entry:
-        return _cox_kernel_x_onepass(beta, X, w_s, flags, efron)
-    n, p = X.shape
+        return _cox_kernel_xt_blocked(beta, XT, w_s, flags, efron)
+    p, n = XT.shape
     eta = np.empty(n)
-    for i in range(n):
-        acc = 0.0
-        for k in range(p):
-            acc += X[i, k] * beta[k]
-        eta[i] = acc
-    xgrad = np.zeros(p)
-    ll, _, _ = _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron,
-                                  use_entry, False, X, xgrad)
+    _xt_beta(XT, beta, 0, n, eta)
+    ll, g, _ = _cox_kernel_sorted(eta, t_s, d_s, w_s, s_s, flags, eorder, e_s, es_s, efron,
+                                  use_entry, False)
+    xgrad = np.empty(p)
+    for k in range(p):
+        xgrad[k] = _dot(XT[k], g)
     return ll, xgrad
 
 
 class CoxPartialLogLikX(_CoxLogLikOp):
     """Fused Cox partial log-likelihood of ``eta = X @ beta`` for rows presorted by (stratum,
-    time): inputs ``beta``, ``X`` (data: no gradient), then the risk arrays named by
-    :func:`cox_op_keys` (``op.keys``). Outputs the log-likelihood and its gradient with respect
-    to ``beta``, so one call gives both and nutpie runs it as a single numba function.
-    ``n_covariates`` (p), when given, compiles the numba kernel for that p (``beta`` passed as
-    a fixed-length tuple, so the per-row p-loops unroll); the values are the same either way.
+    time): inputs ``beta``, ``XT`` = ``X.T`` (p x n, data: no gradient; C-contiguous, so each
+    covariate is one contiguous row the kernel reads with vector loads), then the risk arrays
+    named by :func:`cox_op_keys` (``op.keys``). Outputs the log-likelihood and its gradient with
+    respect to ``beta``, so one call gives both and nutpie runs it as a single numba function.
     """
 
-    __props__ = ("ties", "use_entry", "n_covariates")
+    __props__ = ("ties", "use_entry")
 
-    def __init__(self, ties: str = "efron", use_entry: bool = False,
-                 n_covariates: int | None = None):
+    def __init__(self, ties: str = "efron", use_entry: bool = False):
         _check_ties(ties)
         self.ties = ties
         self.use_entry = bool(use_entry)
-        # with p known, the numba kernel is compiled for that p (its p-loops unroll)
-        self.n_covariates = None if n_covariates is None else int(n_covariates)
         self.keys = cox_op_keys(use_entry=self.use_entry)
         super().__init__()
 
-    def make_node(self, beta, X, *risk):
+    def make_node(self, beta, XT, *risk):
         beta = pt.cast(pt.as_tensor_variable(beta), "float64")
-        X = pt.as_tensor_variable(X)
-        X = X if X.dtype == "float64" else pt.cast(X, "float64")
-        return Apply(self, [beta, X, *_risk_inputs(self.keys, risk)], [pt.dscalar(), pt.dvector()])
+        XT = pt.as_tensor_variable(XT)
+        if XT.type.ndim != 2:
+            raise TypeError(f"CoxPartialLogLikX: XT must be a matrix (covariates x rows); got "
+                            f"{XT.type.ndim} dimensions.")
+        XT = XT if XT.dtype == "float64" else pt.cast(XT, "float64")
+        return Apply(self, [beta, XT, *_risk_inputs(self.keys, risk)], [pt.dscalar(), pt.dvector()])
 
     def perform(self, node, inputs, output_storage):
-        beta, X, *risk = inputs
+        beta, XT, *risk = inputs
         _o, *arrays = _all_risk_arrays(self.keys, risk)
-        ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), *arrays, self.ties == "efron",
+        ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(XT), *arrays, self.ties == "efron",
                                self.use_entry)
         output_storage[0][0] = np.asarray(ll, dtype=np.float64)
         output_storage[1][0] = gb
@@ -786,7 +816,8 @@ def _kernel_salt() -> int:
         src = "".join(inspect.getsource(f) for f in (
             _exp_nonpos.py_func, _renormalise.py_func, _efron_terms.py_func, _eta_max.py_func,
             _cox_backward.py_func, _cox_entry_offsets.py_func, _cox_forward.py_func, _cox_kernel.py_func,
-            _cox_kernel_sorted.py_func, _cox_kernel_x_onepass.py_func, _cox_kernel_x.py_func,
+            _cox_kernel_sorted.py_func, _dot.py_func, _xt_beta.py_func,
+            _cox_kernel_xt_blocked.py_func, _cox_kernel_x.py_func,
             _funcify_source_marker))
     except (OSError, TypeError):  # pragma: no cover - source unavailable (frozen install)
         return 3
@@ -794,13 +825,12 @@ def _kernel_salt() -> int:
 
 
 def _funcify_source_marker():  # the wrapper below is part of the cached code: keep in sync
-    return "cox_partial_loglik_numba error_model=numpy presorted v10 (one-pass, fixed p)"
+    return "cox_partial_loglik_numba error_model=numpy presorted v11 (XT blocked)"
 
 
 _NUMBA_KERNEL_VERSION = _kernel_salt()
 
 try:  # numba implementation for nutpie / the numba backend
-    from numba.np.unsafe.ndarray import to_fixed_tuple
     from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
     # One wrapper per input layout (cox_op_keys): numba needs a fixed arity, and the arrays an
@@ -842,25 +872,14 @@ try:  # numba implementation for nutpie / the numba backend
 
         if op.use_entry:
             @numba.njit(error_model="numpy", fastmath=False)
-            def cox_partial_loglik_x_numba(beta, X, t_s, w_s, s_s, flags, eorder, e_s, es_s):
-                ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), t_s, np.empty(0), w_s,
+            def cox_partial_loglik_x_numba(beta, XT, t_s, w_s, s_s, flags, eorder, e_s, es_s):
+                ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(XT), t_s, np.empty(0), w_s,
                                        s_s, flags, eorder, e_s, es_s, efron, True)
-                return np.asarray(ll), gb
-        elif op.n_covariates:
-            n_cov = op.n_covariates   # a compile-time constant: beta becomes a fixed tuple
-
-            @numba.njit(error_model="numpy", fastmath=False)
-            def cox_partial_loglik_x_numba(beta, X, w_s, flags):
-                ll, gb = _cox_kernel_x_onepass(to_fixed_tuple(beta, n_cov),
-                                               np.ascontiguousarray(X), w_s, flags, efron)
                 return np.asarray(ll), gb
         else:
             @numba.njit(error_model="numpy", fastmath=False)
-            def cox_partial_loglik_x_numba(beta, X, w_s, flags):
-                ei = np.empty(0, np.int64)
-                ef = np.empty(0)
-                ll, gb = _cox_kernel_x(beta, np.ascontiguousarray(X), ef, ef, w_s, ei, flags,
-                                       ei, ef, ei, efron, False)
+            def cox_partial_loglik_x_numba(beta, XT, w_s, flags):
+                ll, gb = _cox_kernel_xt_blocked(beta, np.ascontiguousarray(XT), w_s, flags, efron)
                 return np.asarray(ll), gb
 
         return cox_partial_loglik_x_numba, _NUMBA_KERNEL_VERSION

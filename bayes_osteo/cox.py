@@ -172,6 +172,13 @@ class CoxModel(BayesModel):
         self._baseline_steps: _BreslowBaseline | None = None
 
     @property
+    def _fused(self) -> bool:
+        """Whether the partial likelihood is the fused Op of ``X beta`` (no frailty, subgroups
+        or time-varying effect): its data then holds ``XT`` (p x n) instead of ``X``."""
+        return (self.baseline == "partial" and not self.time_varying and self.sd.cluster is None
+                and not self._subgroup_cols)
+
+    @property
     def _use_entry(self) -> bool:
         """Whether the partial-likelihood Op applies left truncation (always for episodes)."""
         if self.baseline == "partial" and self.time_varying:
@@ -263,7 +270,9 @@ class CoxModel(BayesModel):
         ``nutpie.compile_pymc_model(cox.model).with_data(**cox.data_arrays(new_sd))``. The
         piecewise model keeps this model's cut points. The time-varying partial model holds
         episodes (rows split at this model's cut points), so their number follows the new data;
-        the arrays keep their rank, which is all a compiled model needs.
+        the arrays keep their rank, which is all a compiled model needs. The partial model
+        without frailty, subgroups or a time-varying effect holds the design as ``XT``
+        (covariates x rows, sorted by stratum and time), what its fused likelihood Op reads.
         """
         sd = self.sd if sd is None else sd
         if self.baseline == "partial" and not self._use_entry and sd.entry is not None \
@@ -281,6 +290,10 @@ class CoxModel(BayesModel):
             # only the risk arrays the Op reads: each pm.Data costs nutpie compile time
             keep = set(cox_op_keys(use_entry=self._use_entry))
             arrays = {k: v for k, v in arrays.items() if k not in RISK_KEYS or k in keep}
+        if self._fused:
+            # the fused Op reads the design as covariates x rows (contiguous per covariate)
+            arrays = {("XT" if k == "X" else k): (np.ascontiguousarray(v.T) if k == "X" else v)
+                      for k, v in arrays.items()}
         return arrays
 
     def _check_like_model(self, sd: SurvivalData) -> None:
@@ -393,7 +406,7 @@ class CoxModel(BayesModel):
         with pm.Model(coords=coords) as model:
             data = {k: pm.Data(k, v) for k, v in arrays.items()}
             log_hr = log_hr_block(self.priors, sd.covariate_names, sd.treatment)
-            eta = pt.dot(data["X"], log_hr)
+            eta = None if self._fused else pt.dot(data["X"], log_hr)
             if sd.cluster is not None:
                 fsd = create(self.priors["frailty_sd"], "frailty_sd")
                 fr = random_effects("frailty", fsd, "cluster")
@@ -413,9 +426,9 @@ class CoxModel(BayesModel):
                     g = self._time_varying_block(model)
                     eta = eta + data["treatment_indicator"] * g[data["episode_interval"]]
                     ll = CoxPartialLogLik(self.ties, use_entry, presorted=True)(eta, *risk)[0]
-                elif sd.cluster is None and not self._subgroup_cols:
+                elif self._fused:
                     # eta = X beta only: one fused Op (X beta, likelihood, X' grad in numba)
-                    ll = CoxPartialLogLikX(self.ties, use_entry, sd.p)(log_hr, data["X"], *risk)[0]
+                    ll = CoxPartialLogLikX(self.ties, use_entry)(log_hr, data["XT"], *risk)[0]
                 else:
                     ll = CoxPartialLogLik(self.ties, use_entry, presorted=True)(eta, *risk)[0]
                 pm.Potential("partial_loglik", ll)

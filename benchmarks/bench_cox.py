@@ -127,6 +127,22 @@ def bench_partial(sizes, samplers, draws, tune, chains):
     return pd.DataFrame(rows)
 
 
+def fresh_process_compile(n: int) -> float:
+    """Seconds to compile the n-row partial model with nutpie in a NEW Python process: the
+    table's compile column is measured after the smaller fits, so numba's in-process caches of
+    its own library code are warm there (the on-disk caches are warm in both)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time, warnings; warnings.simplefilter('ignore'); "
+            f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+            "import nutpie; from bench_cox import simulate; import bayes_osteo as bo; "
+            f"m = bo.CoxModel(simulate({n})).model; t0 = time.perf_counter(); "
+            "nutpie.compile_pymc_model(m); print(time.perf_counter() - t0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def bench_op_vs_graph(n: int = 100_000):
     sd = simulate(n, seed=3)
     op_ms = 1e3 * _grad_cost(bo.CoxModel(sd, ties="breslow").model)
@@ -202,17 +218,19 @@ def main(sizes=(125, 10_000, 100_000), samplers=("pymc", "nutpie"), draws=1000, 
     big = part[(part["n"] == 100_000) & (part["sampler"] == "nutpie")]
     if len(big):
         sec = float(big["fit wall s (incl. compile)"].iloc[0])
+        t_s = float(big["sampling s"].iloc[0])
+        fresh = fresh_process_compile(100_000)
         verdict.append(f"- Target: n = 10^5, p = 10, 4 x 1000 draws under 60 s on 2 cores: measured "
-                       f"{sec:.1f} s ({'met' if sec < 60 else 'NOT met'}). Sampling alone is "
+                       f"{sec:.1f} s ({'met' if sec < 60 else 'NOT met'}) after the smaller fits; "
+                       f"in a fresh Python process nutpie's compile takes {fresh:.1f} s, so a first "
+                       f"fit there takes about {fresh + t_s:.0f} s "
+                       f"({'met' if fresh + t_s < 60 else 'NOT met'}). Sampling is "
                        f"{big['gradients (all chains)'].iloc[0]} gradients x "
                        f"{big['grad eval ms'].iloc[0]} ms (single thread) over 2 cores. The "
-                       "fused kernel reads X once per gradient (risk-set sums S0 and S1 = sum r x "
-                       "in one backward sweep) and is compute-bound (2.3 ms per call single-"
-                       "threaded on a quiet machine, ~20 ns per row, 1.9 ms with p fixed at "
-                       "compile time, which is how CoxModel builds it): the p-vector updates of "
-                       "S1 and of the score at every row dominate, and with both chains running "
-                       "each gradient is slower again (the two vCPUs share a core's execution "
-                       "units). Run-to-run spread of the sampling time here: about +-10 s.")
+                       "fused kernel reads the design as covariates x rows in cache-sized blocks, "
+                       "so each p-vector step is a contiguous loop that vectorises, and its "
+                       "scalar sweeps do not branch on the event indicator. Run-to-run spread of "
+                       "the sampling time here: about +-10 s.")
     pwr = pw.iloc[0]
     verdict.append(f"- Target: piecewise model >= 5x faster than the textbook model: per gradient "
                    f"{pwr['grad ratio']}x, sampling {pwr['sampling ratio']}x, wall including "

@@ -226,7 +226,8 @@ def test_fused_op_on_presorted_rows_matches_statsmodels(mode, ties, entry):
     assert len(op.keys) == (7 if entry else 2)
     risk = [pt.as_tensor(st[k].astype(np.int32) if st[k].dtype.kind == "i" else st[k]) for k in op.keys]
     beta = pt.dvector("beta")
-    ll = op(beta, pt.as_tensor(X[row]), *risk)[0]
+    XT = np.ascontiguousarray(X[row].T)    # covariates x rows
+    ll = op(beta, pt.as_tensor(XT), *risk)[0]
     f = pytensor.function([beta], [ll, pytensor.grad(ll, beta)], mode=mode)
     b = np.array([0.4, -0.8, 0.2])
     val, grad = f(b)
@@ -240,13 +241,9 @@ def test_fused_op_on_presorted_rows_matches_statsmodels(mode, ties, entry):
     assert float(val2) == pytest.approx(float(val), rel=1e-13)
     np.testing.assert_allclose(grad2, grad, rtol=1e-11)
     with pytest.raises(TypeError, match="risk arrays"):
-        op(beta, pt.as_tensor(X[row]), *risk[:-1])
-    # with p known the numba kernel is compiled for that p (beta as a fixed tuple): same numbers
-    op_p = CoxPartialLogLikX(ties, entry, X.shape[1])
-    ll3 = op_p(beta, pt.as_tensor(X[row]), *risk)[0]
-    val3, grad3 = pytensor.function([beta], [ll3, pytensor.grad(ll3, beta)], mode=mode)(b)
-    assert float(val3) == pytest.approx(float(val), rel=1e-13)
-    np.testing.assert_allclose(grad3, grad, rtol=1e-11)
+        op(beta, pt.as_tensor(XT), *risk[:-1])
+    with pytest.raises(TypeError, match="covariates x rows"):
+        op(beta, pt.as_tensor(XT[0]), *risk)
 
 
 def test_unit_weight_product_matches_log_sum_at_scale():
@@ -283,13 +280,15 @@ def test_vectorised_exp_within_two_ulp_of_libm():
 
 @pytest.mark.parametrize("ties", ["breslow", "efron"])
 @pytest.mark.parametrize("case", ["heavy_ties_weights_strata", "continuous_wide_eta", "one_row",
-                                  "ties_and_strata_across_blocks"])
-def test_one_pass_fused_kernel_matches_two_pass(ties, case):
-    """The one-pass fused kernel (no left truncation: running shift rescaled between blocks of
-    rows, risk-set sums S0 and S1 = sum r x) against the two-pass kernel (entry times all 0, so the same
-    likelihood) and the numpy entry point: case weights, strata and heavy ties; untied data whose
-    linear predictor spans +-300 so the shift is rescaled; and tie groups and strata that straddle
-    the block boundaries."""
+                                  "ties_and_strata_across_blocks", "rising_shift_inside_tie_groups"])
+def test_blocked_fused_kernel_matches_two_pass(ties, case):
+    """The blocked fused kernel (no left truncation: running shift rescaled between blocks of
+    rows, the stratum's S1 = sum r x carried between blocks, Efron's S1_D accumulated across
+    them) against the two-pass kernel (entry times all 0, so the same likelihood) and the numpy
+    entry point: case weights, strata and heavy ties; untied data whose linear predictor spans
+    +-300 so the shift is rescaled; tie groups and strata that straddle the block boundaries;
+    and a linear predictor that rises block after block (the shift and the carried sums,
+    Efron's included, are rescaled in every block) with tie groups longer than a block."""
     from bayes_osteo.components import _BLOCK, _cox_kernel_x
 
     rng = np.random.default_rng(11)
@@ -306,6 +305,13 @@ def test_one_pass_fused_kernel_matches_two_pass(ties, case):
     elif case == "one_row":
         X, t, d, s, w = np.array([[0.7, -1.0]]), np.array([2.0]), np.array([1]), np.array([0]), None
         b = np.array([0.3, 0.4])
+    elif case == "rising_shift_inside_tie_groups":
+        n = 4 * _BLOCK + 37
+        t = np.floor(rng.uniform(1, 7, n))   # 6 tie groups of ~350 rows (t > 0 = the entry times)
+        d = (rng.random(n) < 0.6).astype(int)
+        X = np.column_stack([-(t + rng.uniform(0, 1, n)) / 6, rng.normal(size=n)])
+        s, w = np.zeros(n, int), rng.choice([1.0, 0.5, 2.0], n)
+        b = np.array([200.0, 0.3])                 # earlier times, larger eta (up to ~200)
     else:   # 3 strata of 1.5 blocks each; 40-row tie groups every so often
         n = 3 * (_BLOCK + _BLOCK // 2)
         X = rng.normal(size=(n, 2))
@@ -318,9 +324,10 @@ def test_one_pass_fused_kernel_matches_two_pass(ties, case):
     row = np.lexsort((t, s))
     st = cox_risk_structure(t[row], d[row], None if w is None else w[row], s[row])
     Xs = np.ascontiguousarray(X[row])
+    XT = np.ascontiguousarray(Xs.T)
     args = [st[k] for k in RISK_KEYS[1:]]
-    ll1, g1 = _cox_kernel_x(b, Xs, *args, ties == "efron", False)
-    ll2, g2 = _cox_kernel_x(b, Xs, *args, ties == "efron", True)
+    ll1, g1 = _cox_kernel_x(b, XT, *args, ties == "efron", False)
+    ll2, g2 = _cox_kernel_x(b, XT, *args, ties == "efron", True)
     ll3, g3 = cox_partial_loglik(Xs @ b, st, ties=ties, use_entry=False)
     assert np.isfinite(ll1)
     assert ll1 == pytest.approx(ll2, rel=1e-12, abs=1e-12)
@@ -351,7 +358,7 @@ X = rng.normal(size=(200, 2)); t = rng.integers(1, 20, 200).astype(float); d = r
 row = np.lexsort((t,))
 st = cox_risk_structure(t[row], d[row])
 b = np.array([0.5, -0.3])
-ll, g = caller(b, np.ascontiguousarray(X[row]), st["weight_sorted"], st["row_flags"],
+ll, g = caller(b, np.ascontiguousarray(X[row].T), st["weight_sorted"], st["row_flags"],
                np.empty(0), np.empty(0, np.int64))
 mod = sm.PHReg(t, X, status=d, ties="efron")
 assert abs(ll - mod.loglike(b)) < 1e-9 * abs(ll), (ll, mod.loglike(b))
