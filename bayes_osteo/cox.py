@@ -852,7 +852,7 @@ class CoxModel(BayesModel):
         return out
 
     # -- checks -----------------------------------------------------------------------------------------
-    def log_likelihood(self, dt: xr.DataTree, *, max_draws: int | None = None) -> xr.DataTree:
+    def log_likelihood(self, dt: xr.DataTree) -> xr.DataTree:
         """Add the pointwise log-likelihood group (variable ``loglik``) to ``dt`` and return it.
 
         Piecewise: one term per patient (its full-likelihood contribution). Partial: the
@@ -862,7 +862,9 @@ class CoxModel(BayesModel):
         only through the risk sets. LOO then leaves out one event's term, not one patient.
         Time-varying partial model: the same terms from the episode-split likelihood (``eta_i``
         and the risk set at ``t_i`` carry the treatment effect of ``t_i``'s interval); the
-        coordinate is still the patient row of the event.
+        coordinate is still the patient row of the event. Every posterior draw gets its terms
+        (LOO needs the log-likelihood draw for draw with the posterior), so there is no
+        ``max_draws`` here.
         """
         post = dt["posterior"]
         nc, nd = post.sizes["chain"], post.sizes["draw"]
