@@ -292,8 +292,7 @@ class CoxModel(BayesModel):
             arrays = {k: v for k, v in arrays.items() if k not in RISK_KEYS or k in keep}
         if self._fused:
             # the fused Op reads the design as covariates x rows (contiguous per covariate)
-            arrays = {("XT" if k == "X" else k): (np.ascontiguousarray(v.T) if k == "X" else v)
-                      for k, v in arrays.items()}
+            arrays["XT"] = np.ascontiguousarray(arrays.pop("X").T)
         return arrays
 
     def _check_like_model(self, sd: SurvivalData) -> None:
