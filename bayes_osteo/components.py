@@ -177,7 +177,10 @@ def _exp_nonpos(x, out, tmp):
     of a Cox gradient at n = 10^5) unless Intel's SVML is installed. Range reduction
     ``x = k ln2 + r`` (|r| <= ln2 / 2, Cody-Waite two-part ln 2), ``exp(r)`` by its Taylor
     polynomial to degree 12 (truncation < 2e-17 relative), and ``2^k`` added to the exponent
-    bits. Accuracy: within 2 ulp of libm (tested). Arguments below -708 are clamped to -708
+    bits. The polynomial is evaluated as ``1 + (r + r^2 q(r))`` with ``q`` by Estrin's scheme:
+    Horner's rule is one chain of 24 dependent operations per element and ran latency-bound
+    (measured here: 205-245 against 150-210 us per 10^5 elements, the same accuracy). Accuracy:
+    within 2 ulp of libm (tested). Arguments below -708 are clamped to -708
     (``exp`` ~ 3e-308 instead of a denormal or 0): the kernel's largest term is exp(0) = 1, so
     the absolute difference is below 1e-307. ``x``, ``out`` and ``tmp`` (workspace, length n)
     must be distinct arrays: overlapping ones defeat the vectoriser's alias check.
@@ -188,19 +191,12 @@ def _exp_nonpos(x, out, tmp):
         kd = xi * _LOG2E + _SHIFTER
         k = kd - _SHIFTER
         r = xi - k * _LN2_HI - k * _LN2_LO
-        p = 1.0 / 479001600.0
-        p = p * r + 1.0 / 39916800.0
-        p = p * r + 1.0 / 3628800.0
-        p = p * r + 1.0 / 362880.0
-        p = p * r + 1.0 / 40320.0
-        p = p * r + 1.0 / 5040.0
-        p = p * r + 1.0 / 720.0
-        p = p * r + 1.0 / 120.0
-        p = p * r + 1.0 / 24.0
-        p = p * r + 1.0 / 6.0
-        p = p * r + 0.5
-        p = p * r + 1.0
-        out[i] = p * r + 1.0
+        r2 = r * r     # exp(r) = 1 + (r + r^2 q(r)), q by Estrin's scheme (short dependency chains)
+        r4 = r2 * r2
+        b0 = (0.5 + r * (1.0 / 6.0)) + r2 * (1.0 / 24.0 + r * (1.0 / 120.0))
+        b1 = (1.0 / 720.0 + r * (1.0 / 5040.0)) + r2 * (1.0 / 40320.0 + r * (1.0 / 362880.0))
+        b2 = (1.0 / 3628800.0 + r * (1.0 / 39916800.0)) + r2 * (1.0 / 479001600.0)
+        out[i] = 1.0 + (r + r2 * (b0 + r4 * (b1 + r4 * b2)))
         tmp[i] = kd
     ob = out.view(np.int64)
     kb = tmp.view(np.int64)
@@ -614,6 +610,79 @@ def _xt_beta(XT, beta, lo, hi, out):
             o[j] += bk * row[j]
 
 
+# ---- the fast path of the blocked kernel: blocks of "simple" rows ---------------------------
+# A block is simple when every row is its own tie group with a unit weight (no tied times, no case
+# weights) and the block holds no stratum boundary except at its ends. Then the risk-set totals
+# are a plain reverse cumulative sum, each event's a = 1 / S0, and the likelihood's product of
+# totals can be taken as exponents plus a product of mantissas: short loops that vectorise or run
+# one add per row, instead of the general per-row sweep with its branches (numbers in
+# :func:`_cox_kernel_xt_blocked`).
+_SIMPLE_ROW = ROW_GROUP_START | ROW_UNIT_WEIGHT
+_MANTISSA_BITS = 0x000FFFFFFFFFFFFF
+_ONE_BITS = 0x3FF0000000000000     # bit pattern of 1.0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
+def _block_is_simple(flags, lo, hi):
+    """True when rows ``lo:hi`` take the fast path (see the comment above)."""
+    bad = 0
+    inner = _SIMPLE_ROW | ROW_IN_TIED_GROUP | ROW_STRATUM_START | ROW_STRATUM_END
+    for i in range(lo + 1, hi - 1):
+        bad |= (flags[i] & inner) ^ _SIMPLE_ROW
+    bad |= (flags[lo] & (_SIMPLE_ROW | ROW_IN_TIED_GROUP)) ^ _SIMPLE_ROW
+    bad |= (flags[hi - 1] & (_SIMPLE_ROW | ROW_IN_TIED_GROUP)) ^ _SIMPLE_ROW
+    if hi - lo > 1:   # a stratum may end at the block's first row only if it is also its last
+        bad |= (flags[lo] & ROW_STRATUM_END) | (flags[hi - 1] & ROW_STRATUM_START)
+    return bad == 0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
+def _reverse_cumsum(r, start, nb, out):
+    """``out[j] = start + sum_{j <= l < nb} r[l]`` (summed from the end); returns ``out[0]``."""
+    s = start
+    for j in range(nb - 1, -1, -1):
+        s += r[j]
+        out[j] = s
+    return s
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def _simple_block_terms(flags, lo, nb, eb, s0, s0_bits, mant_bits, av):
+    """For a simple block with risk-set totals ``s0`` (``s0_bits``: the same memory as int64):
+    ``av[j] = d_j / s0[j]`` and ``(sum_j d_j eta_j, sum_j d_j e_j, #events, prod_j m_j)``, where
+    ``s0[j] = m_j 2**e_j`` with ``m_j`` in [1, 2): so ``prod_{events} s0 = prod m * 2**sum e``
+    without overflow (a product of 512 mantissas is < 2**512). The totals must be positive
+    normal numbers. Reassociation is allowed here (the sums and the product vectorise)."""
+    ll = 0.0
+    ex = 0
+    m = 0
+    for j in range(nb):
+        e = (flags[lo + j] >> 1) & 1           # ROW_EVENT, as 0/1
+        fe = float(e)
+        av[j] = fe / s0[j]
+        ll += fe * eb[j]
+        b = s0_bits[j]
+        ex += e * ((b >> 52) - 1023)
+        mant_bits[j] = e * ((b & _MANTISSA_BITS) | _ONE_BITS) + (1 - e) * _ONE_BITS
+        m += e
+    mant = mant_bits[:nb].view(np.float64)
+    pm = 1.0
+    for j in range(nb):
+        pm *= mant[j]
+    return ll, ex, m, pm
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
+def _simple_block_forward(flags, lo, nb, rb, av, cc):
+    """Forward sweep of a simple block: ``A_j = sum_{l <= j} av[l]`` and the rows' score
+    coefficients ``cc[j] = d_j - r_j A_j``; returns the block's total ``A``."""
+    A = 0.0
+    for j in range(nb):
+        A += av[j]
+        cc[j] = float((flags[lo + j] >> 1) & 1) - rb[j] * A
+    return A
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _cox_kernel_xt_blocked(beta, XT, w_s, flags, efron):
     """Fused log-likelihood and score for presorted rows WITHOUT left truncation, reading the
@@ -637,6 +706,14 @@ def _cox_kernel_xt_blocked(beta, XT, w_s, flags, efron):
     rescaled when it rises, and each ``log`` of a risk-set total is recovered exactly by adding
     the shift in force. Efron's ``S1_D`` of a tied group (which may straddle blocks) is
     accumulated row by row.
+
+    Blocks of untied, unit-weight rows inside one stratum (:func:`_block_is_simple`; every
+    block of continuous-time data without case weights) skip the general sweeps: a reverse
+    cumulative sum gives the risk-set totals, and :func:`_simple_block_terms` and
+    :func:`_simple_block_forward` the rest, in loops without branches. The general sweeps still
+    run for blocks with ties, weights or a stratum boundary inside them, and for blocks whose
+    totals leave [1e-100, 1e100]. Measured here, n = 10^5, p = 10 (best of 30): 1.60 -> 1.12 ms per
+    call single-threaded; 0.107 -> 0.066 ms at n = 5000.
     """
     p, n = XT.shape
     eb = np.empty(_BLOCK)
@@ -645,6 +722,9 @@ def _cox_kernel_xt_blocked(beta, XT, w_s, flags, efron):
     tmp = np.empty(_BLOCK)
     av = np.empty(_BLOCK)    # a_g at each group's first row of the block, 0 elsewhere
     cc = np.empty(_BLOCK)    # the rows' score coefficients: w_i d_i - r_i A_i
+    s0b = np.empty(_BLOCK)   # a simple block's risk-set totals
+    s0b_bits = s0b.view(np.int64)
+    mbits = np.empty(_BLOCK, np.int64)
     S1c = np.zeros(p)
     S1d = np.zeros(p)
     G = np.zeros(p)
@@ -681,68 +761,84 @@ def _cox_kernel_xt_blocked(beta, XT, w_s, flags, efron):
         if flags[hi - 1] & ROW_STRATUM_END:    # the carry belongs to another stratum
             for k in range(p):
                 S1c[k] = 0.0
-        # backward sweep: risk-set totals, a_g at each group's first row, the likelihood
-        for j in range(nb - 1, -1, -1):
-            i = lo + j
-            f = flags[i]
-            wrow = 1.0 if f & ROW_UNIT_WEIGHT else w_s[i]
-            ri = rb[j] * wrow
-            rb[j] = ri
-            if f & ROW_STRATUM_END:    # last row of a stratum: restart the sums
-                S0 = 0.0
-            S0 += ri
-            e = (f >> 1) & 1           # ROW_EVENT, as 0/1
-            wi = float(e) * wrow
-            cc[j] = wi
-            ll += wi * eb[j]
-            W += wi
-            m += e
-            av[j] = 0.0
-            if f & ROW_IN_TIED_GROUP:
-                rd = float(e) * ri
-                S0d += rd
-                if efron:
+        simple = False
+        if _block_is_simple(flags, lo, hi):
+            S0n = _reverse_cumsum(rb, 0.0 if flags[hi - 1] & ROW_STRATUM_END else S0, nb, s0b)
+            if s0b[nb - 1] > 1e-100 and S0n < 1e100:   # s0b falls with j: all totals in range
+                simple = True
+                S0 = S0n
+                llb, ex, mb, pm = _simple_block_terms(flags, lo, nb, eb, s0b, s0b_bits, mbits, av)
+                ll += llb
+                lshift += mb * shift
+                P *= pm
+                E2 += ex
+                while P > _TWO_500:
+                    P, E2 = _renormalise(P, E2)
+                A = _simple_block_forward(flags, lo, nb, rb, av, cc)
+                q0 = hi
+        if not simple:
+            # backward sweep: risk-set totals, a_g at each group's first row, the likelihood
+            for j in range(nb - 1, -1, -1):
+                i = lo + j
+                f = flags[i]
+                wrow = 1.0 if f & ROW_UNIT_WEIGHT else w_s[i]
+                ri = rb[j] * wrow
+                rb[j] = ri
+                if f & ROW_STRATUM_END:    # last row of a stratum: restart the sums
+                    S0 = 0.0
+                S0 += ri
+                e = (f >> 1) & 1           # ROW_EVENT, as 0/1
+                wi = float(e) * wrow
+                cc[j] = wi
+                ll += wi * eb[j]
+                W += wi
+                m += e
+                av[j] = 0.0
+                if f & ROW_IN_TIED_GROUP:
+                    rd = float(e) * ri
+                    S0d += rd
+                    if efron:
+                        for k in range(p):
+                            S1d[k] += rd * XT[k, i]
+                if (f & ROW_GROUP_START) == 0:
+                    continue
+                # i is the first row of its tie group: the whole group is in S0 now
+                if m <= 1 and W == m and 1e-100 < S0 < 1e100:
+                    # no event, or one unit-weight event (Breslow = Efron): arithmetic, not a
+                    # branch on the event indicator; exact for fm in {0, 1}
+                    fm = float(m)
+                    P *= S0 * fm + (1.0 - fm)
+                    av[j] = fm / S0
+                    lshift += fm * shift
+                    P, E2 = _renormalise(P, E2)
+                elif m == 0:
+                    pass
+                elif efron and m > 1:
+                    wmean = W / m
+                    lsum, a, b = _efron_terms(S0, S0d, m)
+                    ll -= wmean * (lsum + m * shift)
+                    av[j] = wmean * a
                     for k in range(p):
-                        S1d[k] += rd * XT[k, i]
-            if (f & ROW_GROUP_START) == 0:
-                continue
-            # i is the first row of its tie group: the whole group is in S0 now
-            if m <= 1 and W == m and 1e-100 < S0 < 1e100:
-                # no event, or one unit-weight event (Breslow = Efron): arithmetic, not a
-                # branch on the event indicator; exact for fm in {0, 1}
-                fm = float(m)
-                P *= S0 * fm + (1.0 - fm)
-                av[j] = fm / S0
-                lshift += fm * shift
-                P, E2 = _renormalise(P, E2)
-            elif m == 0:
-                pass
-            elif efron and m > 1:
-                wmean = W / m
-                lsum, a, b = _efron_terms(S0, S0d, m)
-                ll -= wmean * (lsum + m * shift)
-                av[j] = wmean * a
-                for k in range(p):
-                    G[k] += wmean * b * S1d[k]
-            else:
-                ll -= W * (np.log(S0) + shift)
-                av[j] = W / S0
-            if f & ROW_IN_TIED_GROUP:
-                S0d = 0.0
-                for k in range(p):
-                    S1d[k] = 0.0
-            W = 0.0
-            m = 0
-        # forward sweep: A_j and the row coefficients; q0 ends the block's first stratum segment
-        A = 0.0
-        q0 = hi
-        for j in range(nb):
-            if flags[lo + j] & ROW_STRATUM_START:
-                A = 0.0
-                if j > 0 and q0 == hi:
-                    q0 = lo + j
-            A += av[j]
-            cc[j] -= rb[j] * A
+                        G[k] += wmean * b * S1d[k]
+                else:
+                    ll -= W * (np.log(S0) + shift)
+                    av[j] = W / S0
+                if f & ROW_IN_TIED_GROUP:
+                    S0d = 0.0
+                    for k in range(p):
+                        S1d[k] = 0.0
+                W = 0.0
+                m = 0
+            # forward sweep: A_j and the row coefficients; q0 ends the block's first stratum segment
+            A = 0.0
+            q0 = hi
+            for j in range(nb):
+                if flags[lo + j] & ROW_STRATUM_START:
+                    A = 0.0
+                    if j > 0 and q0 == hi:
+                        q0 = lo + j
+                A += av[j]
+                cc[j] -= rb[j] * A
         # score: the block's rows, less A_c times the carry; then the carry for the next block
         for k in range(p):
             G[k] += _dot(XT[k, lo:hi], cc[:nb]) - A * S1c[k]
@@ -819,7 +915,8 @@ def _kernel_salt() -> int:
             _exp_nonpos.py_func, _renormalise.py_func, _efron_terms.py_func, _eta_max.py_func,
             _cox_backward.py_func, _cox_entry_offsets.py_func, _cox_forward.py_func, _cox_kernel.py_func,
             _cox_kernel_sorted.py_func, _dot.py_func, _xt_beta.py_func,
-            _cox_kernel_xt_blocked.py_func, _cox_kernel_x.py_func,
+            _block_is_simple.py_func, _reverse_cumsum.py_func, _simple_block_terms.py_func,
+            _simple_block_forward.py_func, _cox_kernel_xt_blocked.py_func, _cox_kernel_x.py_func,
             _funcify_source_marker))
     except (OSError, TypeError):  # pragma: no cover - source unavailable (frozen install)
         return 3

@@ -280,7 +280,8 @@ def test_vectorised_exp_within_two_ulp_of_libm():
 
 @pytest.mark.parametrize("ties", ["breslow", "efron"])
 @pytest.mark.parametrize("case", ["heavy_ties_weights_strata", "continuous_wide_eta", "one_row",
-                                  "ties_and_strata_across_blocks", "rising_shift_inside_tie_groups"])
+                                  "ties_and_strata_across_blocks", "rising_shift_inside_tie_groups",
+                                  "simple_and_general_blocks"])
 def test_blocked_fused_kernel_matches_two_pass(ties, case):
     """The blocked fused kernel (no left truncation: running shift rescaled between blocks of
     rows, the stratum's S1 = sum r x carried between blocks, Efron's S1_D accumulated across
@@ -289,7 +290,7 @@ def test_blocked_fused_kernel_matches_two_pass(ties, case):
     +-300 so the shift is rescaled; tie groups and strata that straddle the block boundaries;
     and a linear predictor that rises block after block (the shift and the carried sums,
     Efron's included, are rescaled in every block) with tie groups longer than a block."""
-    from bayes_osteo.components import _BLOCK, _cox_kernel_x
+    from bayes_osteo.components import _BLOCK, _block_is_simple, _cox_kernel_x
 
     rng = np.random.default_rng(11)
     if case == "heavy_ties_weights_strata":
@@ -312,6 +313,23 @@ def test_blocked_fused_kernel_matches_two_pass(ties, case):
         X = np.column_stack([-(t + rng.uniform(0, 1, n)) / 6, rng.normal(size=n)])
         s, w = np.zeros(n, int), rng.choice([1.0, 0.5, 2.0], n)
         b = np.array([200.0, 0.3])                 # earlier times, larger eta (up to ~200)
+    elif case == "simple_and_general_blocks":
+        # untied unit-weight rows (the fast path) mixed with blocks it must refuse: strata ending
+        # inside a block or at its first row, one tied pair of events, one weighted row; a block
+        # without events; a one-row first block; a stratum end at a block's last row and a
+        # stratum start at a block's first row (both allowed)
+        n = 6 * _BLOCK + 1
+        edges = [0, _BLOCK + 1, _BLOCK + 300, 2 * _BLOCK + 2, 4 * _BLOCK + 1, 5 * _BLOCK + 9, n]
+        s = np.repeat(np.arange(len(edges) - 1), np.diff(edges))
+        t = np.concatenate([np.sort(rng.uniform(1, 10, k)) for k in np.diff(edges)])  # sorted
+        d = (rng.random(n) < 0.6).astype(int)
+        d[3 * _BLOCK + 1:4 * _BLOCK + 1] = 0              # a block without events
+        pair = 5 * _BLOCK + 300                          # a tied pair of events
+        t[pair + 1], d[pair:pair + 2] = t[pair], 1
+        w = np.ones(n)
+        w[5 * _BLOCK + 200] = 1.5
+        X = rng.normal(size=(n, 3))
+        b = np.array([0.8, -0.4, 0.3])
     else:   # 3 strata of 1.5 blocks each; 40-row tie groups every so often
         n = 3 * (_BLOCK + _BLOCK // 2)
         X = rng.normal(size=(n, 2))
@@ -326,6 +344,10 @@ def test_blocked_fused_kernel_matches_two_pass(ties, case):
     Xs = np.ascontiguousarray(X[row])
     XT = np.ascontiguousarray(Xs.T)
     args = [st[k] for k in RISK_KEYS[1:]]
+    if case == "simple_and_general_blocks":   # the case takes both paths
+        simple = [_block_is_simple(st["row_flags"], max(0, hi - _BLOCK), hi)
+                  for hi in range(t.size, 0, -_BLOCK)]
+        assert simple == [False, True, True, False, False, True, True]
     ll1, g1 = _cox_kernel_x(b, XT, *args, ties == "efron", False)
     ll2, g2 = _cox_kernel_x(b, XT, *args, ties == "efron", True)
     ll3, g3 = cox_partial_loglik(Xs @ b, st, ties=ties, use_entry=False)
