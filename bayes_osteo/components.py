@@ -37,7 +37,8 @@ rows in blocks that stay in cache, reading ``XT`` from memory once per call (the
 p dot products around the two sweeps. At n = 10^5 a call is compute-bound, not memory-bound:
 what it costs is the scalar sweeps, which are therefore free of branches on the event
 indicator (events and censored rows interleave unpredictably: such branches cost 7-18% of a
-call, measured). The Ops on
+call, measured), and which blocks of untied unit-weight rows skip altogether for a reverse
+cumulative sum and branch-free loops (~30% of a call at n = 10^5, measured). The Ops on
 presorted rows take only the arrays they read (:func:`cox_op_keys`), which saves nutpie
 compile time.
 """
@@ -649,9 +650,9 @@ def _reverse_cumsum(r, start, nb, out):
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 def _simple_block_terms(flags, lo, nb, eb, s0, s0_bits, mant_bits, av):
     """For a simple block with risk-set totals ``s0`` (``s0_bits``: the same memory as int64):
-    ``av[j] = d_j / s0[j]`` and ``(sum_j d_j eta_j, sum_j d_j e_j, #events, prod_j m_j)``, where
-    ``s0[j] = m_j 2**e_j`` with ``m_j`` in [1, 2): so ``prod_{events} s0 = prod m * 2**sum e``
-    without overflow (a product of 512 mantissas is < 2**512). The totals must be positive
+    ``av[j] = d_j / s0[j]`` and ``(sum_j d_j eta_j, sum_j d_j e_j, #events, prod_j m_j^d_j)``,
+    where ``s0[j] = m_j 2**e_j`` with ``m_j`` in [1, 2): so ``prod_{events} s0`` is that product
+    times ``2**sum d e``, without overflow (a product of 512 mantissas is < 2**512). The totals must be positive
     normal numbers. Reassociation is allowed here (the sums and the product vectorise)."""
     ll = 0.0
     ex = 0
