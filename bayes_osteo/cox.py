@@ -79,10 +79,10 @@ from .priors import Prior, _as_prior, create
 __all__ = ["CoxModel", "breslow_cumulative_hazard", "kaplan_meier", "logrank"]
 
 #: Size from which nutpie is the default sampler. Measured (benchmarks/bench_cox.py, 2 cores, 4 x
-#: 1000 draws): PyMC 11 s vs nutpie 17 s at n = 125, 18 s vs 22 s at n = 10^4 (nutpie compiles
-#: for ~10 s); at 10^5 PyMC's NUTS sampled for 90 s where nutpie took 53 s on the same kernel
-#: (measured once, fresh processes, 2026-11-26): nutpie's threads run the numba log-density with
-#: no per-step Python.
+#: 1000 draws, fit wall time): PyMC 7.4 s vs nutpie 12.3 s at n = 125 (nutpie's compile is 6-12 s
+#: of that), 9.9 s vs 9.1 s at n = 10^4; at 10^5 PyMC's NUTS sampled for 90 s where nutpie took
+#: 53 s with the previous kernel (measured once, fresh processes, 2026-11-26): nutpie's threads
+#: run the numba log-density with no per-step Python. The crossover lies near 10^4.
 NUTPIE_MIN_N = 20_000
 _TV_DEFAULT = Prior("HalfNormal", sigma=0.5)
 

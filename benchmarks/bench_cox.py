@@ -235,9 +235,10 @@ def main(sizes=(125, 10_000, 100_000), samplers=("pymc", "nutpie"), draws=1000, 
                        f"gradient per core with both cores busy (one call alone: "
                        f"{big['grad eval ms'].iloc[0]} ms). Two threads each run a call "
                        "1.0-1.6x slower than one thread alone (measured on different days), even "
-                       "on data that fits in cache: the two vCPUs share execution units. The fused kernel reads "
-                       "the design as covariates x rows in cache-sized blocks, so each p-vector "
-                       "step is a contiguous loop that vectorises; blocks of untied unit-weight "
+                       "on data that fits in cache: the two vCPUs share execution units. The "
+                       "fused kernel reads the design as covariates x rows in cache-sized blocks, "
+                       "so each p-vector step is a contiguous loop that vectorises; blocks of "
+                       "untied unit-weight "
                        "rows (all of them here) replace the per-row sweep by a reverse cumulative "
                        "sum and branch-free loops, and exp evaluates its polynomial by Estrin's "
                        "scheme. Run-to-run spread of the sampling time here: about +-15%.")
@@ -252,7 +253,8 @@ def main(sizes=(125, 10_000, 100_000), samplers=("pymc", "nutpie"), draws=1000, 
         f"### Partial likelihood (Efron), fit = {chains} chains x ({tune} tune + {draws} draws), compile included\n\n"
         "nutpie rows: `nutpie.compile_pymc_model` (compile s) then `nutpie.sample` (sampling s), as "
         "`CoxModel.fit` runs them; pymc rows: `CoxModel.fit` wall time. `grad eval ms`: one "
-        "log-density + gradient call of the numba-compiled model, single thread (best of 5 x 200 calls).\n\n" + _md(part),
+        "log-density + gradient call of the numba-compiled model, single thread (best of 5 x 200 "
+        "calls).\n\n" + _md(part),
         "### One log-density + gradient: custom Op vs PyTensor graph (Breslow, numba)\n\n" + _md(opg),
         "### Piecewise exponential: per-subject exposures vs textbook episode-split Poisson (nutpie)\n\n"
         + _md(pw),
